@@ -1,0 +1,96 @@
+/**
+ * The broker's domain API: what the four RPCs do, in domain types. src/server validates the
+ * wire request into these inputs and maps results and BrokerErrors back to the wire; nothing
+ * here knows about gRPC.
+ */
+import type { Logger } from '../logger.js';
+
+/** Per-call context handed to the domain by the transport. */
+export interface CallContext {
+  /** Absolute deadline in epoch milliseconds; Infinity when the caller set none. */
+  readonly deadline: number;
+  /** Aborted when the caller cancels or the deadline passes. */
+  readonly signal: AbortSignal;
+  /** Child logger carrying the RPC name and request id. */
+  readonly logger: Logger;
+  /** Correlates the call's log lines and audit events. */
+  readonly requestId: string;
+  /** The authenticated caller's name, when caller authentication is configured. */
+  readonly caller?: string | undefined;
+}
+
+export interface StartLoginInput {
+  readonly provider: string;
+  readonly redirectUri: string;
+  readonly scopes: readonly string[];
+  readonly loginHint: string | undefined;
+}
+export interface StartLoginResult {
+  readonly authorizationUrl: string;
+  readonly state: string;
+  readonly expiresAt: Date;
+}
+
+export interface CompleteLoginInput {
+  readonly provider: string;
+  readonly code: string;
+  readonly redirectUri: string;
+  /** Exactly one of `state` and `codeVerifier` is set. */
+  readonly state: string | undefined;
+  readonly codeVerifier: string | undefined;
+  readonly nonce: string | undefined;
+  readonly userId: string | undefined;
+}
+export type StorageOutcome = 'STORED' | 'DISABLED' | 'FAILED';
+export interface Identity {
+  readonly issuer: string;
+  readonly subject: string;
+  readonly email: string | undefined;
+  readonly emailVerified: boolean;
+  readonly name: string | undefined;
+  /** Every verified ID-token claim (or the user API's fields for non-OIDC providers). */
+  readonly claims: Readonly<Record<string, unknown>>;
+}
+export interface CompleteLoginResult {
+  readonly userId: string;
+  readonly identity: Identity;
+  readonly storage: StorageOutcome;
+  readonly accessTokenExpiresAt: Date;
+  readonly scopes: readonly string[];
+}
+
+export interface GetTokenInput {
+  readonly provider: string;
+  readonly userId: string;
+  /** The margin the caller needs, in milliseconds; the provider's skew is a floor. */
+  readonly minValidForMs: number;
+}
+export type TokenSource = 'STORED' | 'REFRESHED';
+export interface GetTokenResult {
+  readonly accessToken: string;
+  readonly tokenType: string;
+  readonly expiresAt: Date;
+  readonly scopes: readonly string[];
+  readonly source: TokenSource;
+  /** The IdP was unreachable; the token is unexpired but has less than the requested margin. */
+  readonly degraded: boolean;
+}
+
+export interface RevokeInput {
+  readonly provider: string;
+  readonly userId: string;
+  readonly revokeAtIdp: boolean;
+}
+export type IdpRevocationOutcome = 'NOT_REQUESTED' | 'REVOKED' | 'NOT_SUPPORTED' | 'FAILED';
+export interface RevokeResult {
+  readonly deleted: boolean;
+  readonly idpRevocation: IdpRevocationOutcome;
+}
+
+/** The four operations. Each throws BrokerError for every failure a caller should see. */
+export interface BrokerApi {
+  startLogin(input: StartLoginInput, ctx: CallContext): Promise<StartLoginResult>;
+  completeLogin(input: CompleteLoginInput, ctx: CallContext): Promise<CompleteLoginResult>;
+  getValidSubjectToken(input: GetTokenInput, ctx: CallContext): Promise<GetTokenResult>;
+  revokeSubjectToken(input: RevokeInput, ctx: CallContext): Promise<RevokeResult>;
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+/**
+ * The `credbroker` command line: serve (default), check-config, keygen, healthcheck.
+ * Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { stringify } from 'yaml';
+import { checkHealth, localAddress } from './cli/healthcheck.js';
+import { generateKey } from './cli/keygen.js';
+import { parseDuration } from './config/duration.js';
+import { ConfigError, loadConfig, maskConfig } from './config/load.js';
+import { serve } from './main.js';
+
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly options: NonNullable<ParseArgsConfig['options']>;
+  run(values: Record<string, string | boolean | undefined>): Promise<number>;
+}
+
+const configOption = { config: { type: 'string', short: 'c' } } as const;
+const env = process.env;
+
+const commands: Record<string, Command> = {
+  serve: {
+    summary: 'run the broker (the default command)',
+    usage: `credbroker serve [--config FILE]
+
+  Serves credbroker.v1.CredentialBroker, grpc.health.v1 and reflection on \`listen\`, and
+  plaintext grpc.health.v1 on \`health_listen\`. Configuration: the YAML file (--config or
+  CREDBROKER_CONFIG) plus CREDBROKER_* variables; see docs/configuration.md.
+  SIGTERM/SIGINT: NOT_SERVING, drain in-flight calls for shutdown_grace, exit 0.`,
+    options: configOption,
+    run: (values) => serve(env, values.config as string | undefined),
+  },
+  'check-config': {
+    summary: 'validate the configuration and print it, secrets masked',
+    usage: `credbroker check-config [--config FILE]
+
+  Loads the configuration exactly as \`serve\` would, prints the effective settings as YAML
+  with every secret replaced by ***, and exits 0; exits 2 naming every invalid field.`,
+    options: configOption,
+    run: async (values) => {
+      const config = loadConfig({ env, file: values.config as string | undefined });
+      process.stdout.write(stringify(maskConfig(config)));
+      return 0;
+    },
+  },
+  keygen: {
+    summary: 'print a new key id and base64 32-byte AES-256 key',
+    usage: `credbroker keygen
+
+  Prints \`id:base64key\`: append it to CREDBROKER_KEYS (or write it to a file in keys_file)
+  and set active_key to the id to start sealing new records with it.`,
+    options: {},
+    run: async () => {
+      const { id, key } = generateKey();
+      process.stdout.write(`${id}:${key}\n`);
+      return 0;
+    },
+  },
+  healthcheck: {
+    summary: 'call grpc.health.v1 Check; exit 0 only when SERVING',
+    usage: `credbroker healthcheck [--address HOST:PORT] [--service NAME] [--timeout 3s] [--config FILE]
+
+  Default address: the configured health_listen (a wildcard host becomes 127.0.0.1).
+  Default service: "" (the whole server). Prints the status; exit 0 only when SERVING.`,
+    options: {
+      ...configOption,
+      address: { type: 'string' },
+      service: { type: 'string', default: '' },
+      timeout: { type: 'string', default: '3s' },
+    },
+    run: async (values) => {
+      const timeoutMs = parseDuration(values.timeout as string);
+      if (timeoutMs === undefined) throw new UsageError('--timeout: expected a duration like 3s');
+      let address = values.address as string | undefined;
+      if (address === undefined) {
+        const config = loadConfig({ env, file: values.config as string | undefined });
+        address = localAddress(config.health_listen !== '' ? config.health_listen : config.listen);
+      }
+      try {
+        const status = await checkHealth({ address, service: values.service as string, timeoutMs });
+        process.stdout.write(`${status}\n`);
+        return status === 'SERVING' ? 0 : 1;
+      } catch (err) {
+        process.stderr.write(`healthcheck: ${(err as Error).message}\n`);
+        return 1;
+      }
+    },
+  },
+};
+
+class UsageError extends Error {}
+
+function mainUsage(): string {
+  const width = Math.max(...Object.keys(commands).map((name) => name.length));
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `credbroker — brokers users' identity-provider tokens over gRPC
+
+Usage: credbroker [COMMAND] [OPTIONS]
+
+Commands:
+${lines.join('\n')}
+
+Run \`credbroker COMMAND --help\` for a command's options.`;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === '--help' || first === '-h' || first === 'help') {
+    process.stdout.write(`${mainUsage()}\n`);
+    return 0;
+  }
+  const name = first === undefined || first.startsWith('-') ? 'serve' : first;
+  const args = name === first ? rest : argv;
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`credbroker: unknown command "${name}"\n\n${mainUsage()}\n`);
+    return 2;
+  }
+  try {
+    const { values } = parseArgs({
+      args: [...args],
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: false,
+      strict: true,
+    });
+    if (values.help) {
+      process.stdout.write(`${command.usage}\n`);
+      return 0;
+    }
+    return await command.run(values);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`credbroker ${name}: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`credbroker ${name}: ${(err as Error).message}\n\n${command.usage}\n`);
+      return 2;
+    }
+    process.stderr.write(`credbroker ${name}: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`credbroker: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,112 @@
+/**
+ * The CredentialBroker service: wire messages ⇄ domain calls. Each handler validates its
+ * request (./validation.ts), runs the domain operation and maps the result to the response.
+ */
+import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { BrokerApi, IdpRevocationOutcome, StorageOutcome as DomainStorage } from '../broker/api.js';
+import {
+  IdpRevocation,
+  StorageOutcome,
+  TokenSource,
+  type CredentialBrokerServer,
+} from '../gen/credbroker/v1/broker.js';
+import { Struct } from '../gen/google/protobuf/struct.js';
+import { unary, type CallWrapperOptions } from './call.js';
+import {
+  validateCompleteLogin,
+  validateGetToken,
+  validateRevoke,
+  validateStartLogin,
+  type ProviderResolver,
+} from './validation.js';
+
+/** RFC 8693 §3: the token type URI of an OAuth access token. */
+export const ACCESS_TOKEN_TYPE_URI = 'urn:ietf:params:oauth:token-type:access_token';
+
+const storageOutcome: Record<DomainStorage, StorageOutcome> = {
+  STORED: StorageOutcome.STORAGE_OUTCOME_STORED,
+  DISABLED: StorageOutcome.STORAGE_OUTCOME_DISABLED,
+  FAILED: StorageOutcome.STORAGE_OUTCOME_FAILED,
+};
+const idpRevocation: Record<IdpRevocationOutcome, IdpRevocation> = {
+  NOT_REQUESTED: IdpRevocation.IDP_REVOCATION_NOT_REQUESTED,
+  REVOKED: IdpRevocation.IDP_REVOCATION_REVOKED,
+  NOT_SUPPORTED: IdpRevocation.IDP_REVOCATION_NOT_SUPPORTED,
+  FAILED: IdpRevocation.IDP_REVOCATION_FAILED,
+};
+
+export interface ServiceOptions extends CallWrapperOptions {
+  readonly api: BrokerApi;
+  readonly providers: ProviderResolver;
+}
+
+export function createCredentialBrokerService(
+  options: ServiceOptions,
+): CredentialBrokerServer & UntypedServiceImplementation {
+  const { api, providers } = options;
+  return {
+    startLogin: unary(
+      'StartLogin',
+      options,
+      (req) => validateStartLogin(req, providers),
+      async (input, ctx) => {
+        const result = await api.startLogin(input, ctx);
+        return {
+          authorizationUrl: result.authorizationUrl,
+          state: result.state,
+          expiresAt: result.expiresAt,
+        };
+      },
+    ),
+    completeLogin: unary(
+      'CompleteLogin',
+      options,
+      (req) => validateCompleteLogin(req, providers),
+      async (input, ctx) => {
+        const result = await api.completeLogin(input, ctx);
+        const { identity } = result;
+        return {
+          userId: result.userId,
+          identity: {
+            issuer: identity.issuer,
+            subject: identity.subject,
+            email: identity.email ?? '',
+            emailVerified: identity.emailVerified,
+            name: identity.name ?? '',
+            claims: Struct.wrap(JSON.parse(JSON.stringify(identity.claims)) as Record<string, unknown>),
+          },
+          storage: storageOutcome[result.storage],
+          accessTokenExpiresAt: result.accessTokenExpiresAt,
+          scopes: [...result.scopes],
+        };
+      },
+    ),
+    getValidSubjectToken: unary(
+      'GetValidSubjectToken',
+      options,
+      (req) => validateGetToken(req, providers),
+      async (input, ctx) => {
+        const token = await api.getValidSubjectToken(input, ctx);
+        return {
+          accessToken: token.accessToken,
+          tokenType: token.tokenType,
+          expiresAt: token.expiresAt,
+          scopes: [...token.scopes],
+          source:
+            token.source === 'STORED' ? TokenSource.TOKEN_SOURCE_STORED : TokenSource.TOKEN_SOURCE_REFRESHED,
+          issuedTokenType: ACCESS_TOKEN_TYPE_URI,
+          degraded: token.degraded,
+        };
+      },
+    ),
+    revokeSubjectToken: unary(
+      'RevokeSubjectToken',
+      options,
+      (req) => validateRevoke(req, providers),
+      async (input, ctx) => {
+        const result = await api.revokeSubjectToken(input, ctx);
+        return { deleted: result.deleted, idpRevocation: idpRevocation[result.idpRevocation] };
+      },
+    ),
+  };
+}

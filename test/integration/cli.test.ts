@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { checkHealth } from '../../src/cli/healthcheck.js';
+import { runCli, spawnCli } from '../helpers/cli.js';
+import { freePort } from '../helpers/ports.js';
+import { waitForPort } from '../helpers/redis.js';
+
+describe('credbroker CLI', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'credbroker-cli-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const write = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it('prints help for every command', async () => {
+    const top = await runCli(['--help']);
+    assert.equal(top.code, 0);
+    for (const command of ['serve', 'check-config', 'keygen', 'healthcheck']) {
+      assert.match(top.stdout, new RegExp(`\\b${command}\\b`));
+      const help = await runCli([command, '--help']);
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(help.stdout, new RegExp(`credbroker ${command}`));
+    }
+  });
+
+  it('keygen prints an id and a base64 32-byte key', async () => {
+    const result = await runCli(['keygen']);
+    assert.equal(result.code, 0);
+    const [id, key] = result.stdout.trim().split(':');
+    assert.match(id!, /^k\d{8}[0-9a-f]{4}$/);
+    assert.equal(Buffer.from(key!, 'base64').length, 32);
+  });
+
+  it('check-config prints the effective config with secrets masked', async () => {
+    const secret = write('secret', 'sup3r-s3cret\n');
+    const config = write(
+      'ok.yaml',
+      `providers:\n  - id: corp\n    issuer: https://login.example.com\n    client_id: c\n    client_secret_file: ${secret}\n    redirect_uris: [https://app.example.com/cb]\n`,
+    );
+    const result = await runCli(['check-config', '--config', config], {
+      CREDBROKER_KEYS: 'k1:c2VjcmV0LWtleQ==',
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /client_secret: "\*\*\*"/);
+    assert.ok(!result.stdout.includes('sup3r-s3cret'));
+    assert.ok(!result.stdout.includes('c2VjcmV0LWtleQ=='));
+  });
+
+  for (const [what, yaml, field] of [
+    ['a bad type', 'store:\n  subject_tokens: maybe\n', 'store.subject_tokens'],
+    [
+      'an unknown provider field',
+      'providers:\n  - id: corp\n    issuer: https://x.example\n    client_id: c\n    client_secret: s\n    redirect_uris: [https://a.example/cb]\n    tenantt: x\n',
+      'providers[0]',
+    ],
+    [
+      'a bad URL',
+      'providers:\n  - id: corp\n    issuer: ftp//nope\n    client_id: c\n    client_secret: s\n    redirect_uris: [https://a.example/cb]\n',
+      'providers[0].issuer',
+    ],
+  ] as const) {
+    it(`check-config and serve exit non-zero naming the field for ${what}`, async () => {
+      const config = write(`bad-${field}.yaml`, yaml);
+      for (const command of ['check-config', 'serve']) {
+        const result = await runCli([command, '--config', config]);
+        assert.equal(result.code, 2, `${command}: ${result.stdout}${result.stderr}`);
+        assert.ok(result.stderr.includes(field), `${command} stderr: ${result.stderr}`);
+      }
+    });
+  }
+
+  it('serve answers health, reports NOT_SERVING after SIGTERM and exits 0 within the grace period', async () => {
+    const [api, health] = [await freePort(), await freePort()];
+    const child = spawnCli(['serve'], {
+      CREDBROKER_LISTEN: `127.0.0.1:${api}`,
+      CREDBROKER_HEALTH_LISTEN: `127.0.0.1:${health}`,
+      CREDBROKER_METRICS_LISTEN: '',
+      CREDBROKER_SHUTDOWN_DELAY: '1500ms',
+      CREDBROKER_SHUTDOWN_GRACE: '3s',
+    });
+    try {
+      await waitForPort(health, 15_000);
+      assert.equal(
+        await checkHealth({ address: `127.0.0.1:${health}`, service: '', timeoutMs: 2000 }),
+        'SERVING',
+      );
+      const probe = await runCli(['healthcheck', '--address', `127.0.0.1:${health}`]);
+      assert.equal(probe.code, 0, probe.stderr);
+      assert.equal(probe.stdout.trim(), 'SERVING');
+      const signalled = Date.now();
+      child.kill('SIGTERM');
+      await sleep(300);
+      assert.equal(
+        await checkHealth({ address: `127.0.0.1:${health}`, service: '', timeoutMs: 1000 }),
+        'NOT_SERVING',
+      );
+      assert.equal(
+        await checkHealth({
+          address: `127.0.0.1:${api}`,
+          service: 'credbroker.v1.CredentialBroker',
+          timeoutMs: 1000,
+        }),
+        'NOT_SERVING',
+      );
+      const result = await child.exited;
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(Date.now() - signalled < 3000 + 1500 + 1000, 'exits within delay + grace');
+      const down = await runCli(['healthcheck', '--address', `127.0.0.1:${health}`, '--timeout', '500ms']);
+      assert.equal(down.code, 1);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
