@@ -1,0 +1,112 @@
+/**
+ * The store contract the domain is written against. Implementations: memory (one process, the
+ * embedded default) and Redis (standalone, Sentinel, Cluster). Records are handed in and out as
+ * plaintext domain objects; every implementation seals them (./envelope.ts) before they leave
+ * the process's memory, so Redis never sees a token, a code or a verifier in plaintext.
+ *
+ * Errors: STORE_UNAVAILABLE (BrokerError) when the backend cannot be reached within the
+ * configured command timeout; REAUTH_REQUIRED with cause UNDECRYPTABLE when a record exists but
+ * cannot be opened (wrong or lost key, tampered, moved to another user's key). Never "absent"
+ * for a record that exists.
+ */
+import type { SubjectRef } from '../broker/errors.js';
+
+export type { SubjectRef } from '../broker/errors.js';
+
+/** One user's tokens at one provider (plaintext of proto credbroker.store.v1.StoredToken). */
+export interface TokenRecord {
+  readonly accessToken: string;
+  /** Undefined when the IdP issued none. */
+  readonly refreshToken: string | undefined;
+  readonly tokenType: string;
+  /** Access-token expiry, epoch ms. Always known: never "never expires". */
+  readonly expiresAt: number;
+  /** Refresh-token expiry, epoch ms, when the IdP said so. */
+  readonly refreshExpiresAt: number | undefined;
+  readonly scopes: readonly string[];
+  readonly idToken: string | undefined;
+  readonly obtainedVia: 'login' | 'refresh';
+  /** Epoch ms of the write. */
+  readonly updatedAt: number;
+  /**
+   * Monotonic per (provider, user), assigned by the store on every write, surviving delete and
+   * re-login (the tombstone remembers the last one). Fenced writes compare against it.
+   */
+  readonly generation: number;
+  /** The IdP subject the tokens belong to. */
+  readonly subject: string | undefined;
+}
+
+/** A record to write; the store assigns the generation. */
+export type NewTokenRecord = Omit<TokenRecord, 'generation'>;
+
+/** What StartLogin keeps for CompleteLogin: single use, bound to provider and redirect_uri. */
+export interface LoginState {
+  readonly provider: string;
+  readonly redirectUri: string;
+  /** PKCE verifier (RFC 7636). Secret: sealed at rest. */
+  readonly codeVerifier: string;
+  /** OIDC nonce. */
+  readonly nonce: string;
+  readonly scopes: readonly string[];
+  /** Epoch ms. */
+  readonly createdAt: number;
+}
+
+export interface TokenStore {
+  /** `memory`, `redis`, `redis-cluster` or `redis-sentinel`, for logs and metrics. */
+  readonly kind: string;
+
+  /** The record, or undefined when none is stored. @throws STORE_UNAVAILABLE, REAUTH_REQUIRED/UNDECRYPTABLE */
+  getToken(ref: SubjectRef): Promise<TokenRecord | undefined>;
+  /**
+   * Unconditional write (CompleteLogin): assigns generation = last + 1 and clears a tombstone.
+   * @param ttlMs record lifetime (refresh-token expiry, or the configured maximum)
+   * @returns the generation written
+   */
+  putToken(ref: SubjectRef, record: NewTokenRecord, ttlMs: number): Promise<number>;
+  /**
+   * Fenced write (refresh): succeeds only while `lockOwner` holds the user's lock AND the stored
+   * record's generation is still `expectedGeneration` (no tombstone, no newer write). Writes
+   * generation = expectedGeneration + 1.
+   * @returns false when the fence rejected the write (nothing written)
+   */
+  putTokenFenced(
+    ref: SubjectRef,
+    lockOwner: string,
+    expectedGeneration: number,
+    record: NewTokenRecord,
+    ttlMs: number,
+  ): Promise<boolean>;
+  /**
+   * Deletes the record and leaves a tombstone (remembering the generation) so that a fenced write
+   * already in flight cannot resurrect it. @returns whether a record existed
+   */
+  deleteToken(ref: SubjectRef): Promise<boolean>;
+  /** Deletes (with tombstone) only if the stored generation is `expectedGeneration`. */
+  deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean>;
+
+  /**
+   * Keeps login state for `ttlMs`, sealed under a key derived from `state` itself (HKDF), and
+   * keyed by SHA-256(state): works with storage disabled, and Redis never sees state or verifier.
+   */
+  putLoginState(state: string, value: LoginState, ttlMs: number): Promise<void>;
+  /** Atomically reads and deletes (single use). Undefined when unknown, expired or used. */
+  consumeLoginState(state: string): Promise<LoginState | undefined>;
+
+  /** Tries to take the user's refresh lock. @returns a random owner token, or undefined when held */
+  acquireLock(ref: SubjectRef, leaseMs: number): Promise<string | undefined>;
+  /** Extends the lease if `owner` still holds the lock. */
+  renewLock(ref: SubjectRef, owner: string, leaseMs: number): Promise<boolean>;
+  /** Compare-and-delete by owner, then notifies waiters. @returns whether it was still held */
+  releaseLock(ref: SubjectRef, owner: string): Promise<boolean>;
+  /**
+   * Resolves when the lock is released (notification, not polling), or after `timeoutMs`, or
+   * when `signal` aborts — whichever comes first. Never rejects for timeout or abort.
+   */
+  waitForUnlock(ref: SubjectRef, timeoutMs: number, signal?: AbortSignal): Promise<void>;
+
+  /** Round trip to the backend. @throws STORE_UNAVAILABLE */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
