@@ -1,0 +1,51 @@
+/**
+ * Store key names (DESIGN §3). Every key comes from these helpers, never built inline.
+ *
+ *   credbroker:v1:{<provider>/<user>}:token   the sealed record (hash {g, v, p, u}: generation,
+ *                                             envelope, provider and user id for rotate-keys)
+ *   credbroker:v1:{<provider>/<user>}:lock    the refresh lock (owner token, PX lease)
+ *   credbroker:v1:{<provider>/<user>}:tomb    tombstone: the last generation of a deleted record
+ *   credbroker:v1:{<provider>/<user>}:unlock  pub/sub channel notified on lock release
+ *   credbroker:v1:login:<sha256 hex of state> sealed login state
+ *
+ * The braces are a Redis Cluster hash tag: a user's record, lock and tombstone share one slot,
+ * so the Lua scripts touching several of them are legal in Cluster.
+ */
+import { createHash } from 'node:crypto';
+import type { SubjectRef } from '../broker/errors.js';
+
+export const KEY_PREFIX = 'credbroker:v1:';
+/** SCAN pattern matching every token record. */
+export const TOKEN_KEY_PATTERN = `${KEY_PREFIX}{*}:token`;
+/** Escaped user ids longer than this are hashed instead, bounding key length. */
+const MAX_ESCAPED = 128;
+const SAFE = /^[A-Za-z0-9._@-]$/;
+
+/**
+ * A user id as a key fragment: bytes outside [A-Za-z0-9._@-] percent-encoded (so `{`, `}`, `:`,
+ * `/` and `%` never appear raw), or `#` + SHA-256 hex when the escaped form is long. The mapping
+ * is injective: escaping is reversible and never yields `#`, and hashes do not collide in practice.
+ */
+export function escapeUserId(userId: string): string {
+  let out = '';
+  for (const ch of userId) {
+    if (SAFE.test(ch)) out += ch;
+    else
+      for (const byte of Buffer.from(ch, 'utf8'))
+        out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    if (out.length > MAX_ESCAPED) break;
+  }
+  if (out.length > MAX_ESCAPED) return `#${createHash('sha256').update(userId, 'utf8').digest('hex')}`;
+  return out;
+}
+
+/** The hash tag shared by one user's keys: `{provider/escaped-user}`. */
+export function subjectTag(ref: SubjectRef): string {
+  return `{${ref.provider}/${escapeUserId(ref.userId)}}`;
+}
+
+export const tokenKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:token`;
+export const lockKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:lock`;
+export const tombKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:tomb`;
+export const unlockChannel = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:unlock`;
+export const loginKey = (stateId: string): string => `${KEY_PREFIX}login:${stateId}`;
