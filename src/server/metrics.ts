@@ -1,0 +1,204 @@
+/**
+ * Prometheus metrics (DESIGN §6), on their own Registry (never prom-client's global one, so two
+ * brokers in one test process do not collide) and served as text on a separate plain HTTP port
+ * (`metrics_listen`). Call-level series come from the call wrapper's CallObserver; domain series
+ * come from the BrokerMetrics hooks the broker calls. Every label value comes from a closed set
+ * (RPC names, gRPC codes, error reasons and causes, configured provider ids): no user id, token or
+ * request field ever becomes a label. docs/operations.md lists every series.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { status } from '@grpc/grpc-js';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { BrokerMetrics } from '../broker/metrics.js';
+import type { Logger } from '../logger.js';
+import type { CallObserver } from './call.js';
+
+/** Metric names, exported for docs and tests. */
+export const METRIC_NAMES = {
+  calls: 'credbroker_calls_total',
+  callDuration: 'credbroker_call_duration_seconds',
+  refreshes: 'credbroker_refreshes_total',
+  reauth: 'credbroker_reauth_required_total',
+  lockWait: 'credbroker_lock_wait_seconds',
+  coalescedWaiters: 'credbroker_coalesced_waiters_total',
+  storeErrors: 'credbroker_store_errors_total',
+  storeUp: 'credbroker_store_up',
+  tokenRemaining: 'credbroker_token_remaining_lifetime_seconds',
+  buildInfo: 'credbroker_build_info',
+} as const;
+
+/** Unary calls are mostly a Redis round trip (~1 ms); refreshes take an IdP round trip (≤ 10 s). */
+const CALL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Lock waits last one IdP refresh at most (the lease is renewed while it runs). */
+const LOCK_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Seconds of lifetime left on served tokens: the low buckets show how close to the skew we serve. */
+const REMAINING_BUCKETS = [0, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+export interface MetricsHttpServer {
+  /** The bound port (useful with `:0`). */
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export interface Metrics {
+  /** Subscribe to the call wrapper (BrokerServer `observers`). */
+  readonly observer: CallObserver;
+  /** Hand to the broker. */
+  readonly brokerMetrics: BrokerMetrics;
+  /** Readiness reports each probe result here (credbroker_store_up). */
+  setStoreUp(up: boolean): void;
+  readonly registry: Registry;
+  /**
+   * Serves `GET /metrics` on `listen` (host:port; port 0 picks a free one).
+   * @throws when the address cannot be bound
+   */
+  startHttp(listen: string, logger?: Logger): Promise<MetricsHttpServer>;
+}
+
+function packageVersion(): string {
+  try {
+    // ../../package.json from both src/server/ (tsx) and dist/server/ (compiled).
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return String((JSON.parse(text) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Creates the registry, every series, and the hooks that feed them. */
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const calls = new Counter({
+    name: METRIC_NAMES.calls,
+    help: 'Completed RPCs by method, gRPC status code and ErrorInfo reason ("" when OK).',
+    labelNames: ['rpc', 'code', 'reason'] as const,
+    registers: [registry],
+  });
+  const callDuration = new Histogram({
+    name: METRIC_NAMES.callDuration,
+    help: 'RPC latency in seconds, from receipt to response, by method.',
+    labelNames: ['rpc'] as const,
+    buckets: CALL_BUCKETS,
+    registers: [registry],
+  });
+  const reauth = new Counter({
+    name: METRIC_NAMES.reauth,
+    help: 'Calls answered with REAUTH_REQUIRED, by method and cause.',
+    labelNames: ['rpc', 'cause'] as const,
+    registers: [registry],
+  });
+  const refreshes = new Counter({
+    name: METRIC_NAMES.refreshes,
+    help: 'Refresh attempts at the IdP by provider and outcome (refreshed, rejected, unavailable, fenced, error).',
+    labelNames: ['provider', 'outcome'] as const,
+    registers: [registry],
+  });
+  const lockWait = new Histogram({
+    name: METRIC_NAMES.lockWait,
+    help: 'Time spent waiting for a per-user refresh lock, in seconds.',
+    buckets: LOCK_BUCKETS,
+    registers: [registry],
+  });
+  const coalesced = new Counter({
+    name: METRIC_NAMES.coalescedWaiters,
+    help: 'Calls that joined a refresh already in flight in this process.',
+    registers: [registry],
+  });
+  const storeErrors = new Counter({
+    name: METRIC_NAMES.storeErrors,
+    help: 'Failed store operations by operation.',
+    labelNames: ['op'] as const,
+    registers: [registry],
+  });
+  const storeUp = new Gauge({
+    name: METRIC_NAMES.storeUp,
+    help: '1 when the last readiness probe reached the store, else 0.',
+    registers: [registry],
+  });
+  storeUp.set(1);
+  const tokenRemaining = new Histogram({
+    name: METRIC_NAMES.tokenRemaining,
+    help: 'Lifetime left on access tokens when served, in seconds.',
+    buckets: REMAINING_BUCKETS,
+    registers: [registry],
+  });
+  const buildInfo = new Gauge({
+    name: METRIC_NAMES.buildInfo,
+    help: 'Always 1; labels carry the credbroker and Node.js versions.',
+    labelNames: ['version', 'node_version'] as const,
+    registers: [registry],
+  });
+  buildInfo.set({ version: packageVersion(), node_version: process.version }, 1);
+
+  const observer: CallObserver = (outcome) => {
+    const code = status[outcome.code] ?? String(outcome.code);
+    calls.inc({ rpc: outcome.rpc, code, reason: outcome.reason ?? '' });
+    callDuration.observe({ rpc: outcome.rpc }, outcome.durationMs / 1000);
+    if (outcome.reason === 'REAUTH_REQUIRED') {
+      reauth.inc({ rpc: outcome.rpc, cause: outcome.metadata.cause ?? 'UNSPECIFIED' });
+    }
+  };
+
+  const brokerMetrics: BrokerMetrics = {
+    refresh: (provider, outcome) => refreshes.inc({ provider, outcome }),
+    lockWait: (ms) => lockWait.observe(Math.max(0, ms) / 1000),
+    coalescedWaiter: () => coalesced.inc(),
+    storeError: (op) => storeErrors.inc({ op }),
+    tokenServed: (remainingMs) => tokenRemaining.observe(Math.max(0, remainingMs) / 1000),
+  };
+
+  return {
+    observer,
+    brokerMetrics,
+    setStoreUp: (up) => storeUp.set(up ? 1 : 0),
+    registry,
+    startHttp: (listen, logger) => serveMetrics(registry, listen, logger),
+  };
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const at = listen.lastIndexOf(':');
+  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(at + 1)) };
+}
+
+async function serveMetrics(registry: Registry, listen: string, logger?: Logger): Promise<MetricsHttpServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: unknown) => {
+        logger?.error({ err }, 'collecting metrics failed');
+        res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting metrics failed\n');
+      },
+    );
+  });
+  const { host, port } = splitListen(listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        // A scraper's keep-alive connection would otherwise hold close() open.
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
