@@ -1,0 +1,232 @@
+/**
+ * The embedded store for one process (development, the demo, unit tests of the domain). Same
+ * semantics as the Redis store — TTL on every entry, generations and tombstones, fenced writes,
+ * owner-token locks with leases, single-use login state — and records are sealed with the same
+ * envelope, so UNDECRYPTABLE behaves identically. Expiry is evaluated against `clock`, so tests
+ * can move time; waiting for a lock uses real timers and an in-process event.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../broker/errors.js';
+import type { KeyRing } from './key-ring.js';
+import { lockKey, loginKey, tokenKey, tombKey } from './keys.js';
+import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
+import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
+
+/** Something that tells the time in epoch ms. */
+export interface Clock {
+  now(): number;
+}
+export const systemClock: Clock = { now: () => Date.now() };
+
+/**
+ * How long a tombstone outlives its record: longer than any refresh can hold a generation it
+ * read (lock lease renewals while an IdP call is in flight are bounded by the IdP timeout).
+ */
+export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
+/** Expired entries are swept at most this often (reads also ignore them lazily). */
+const SWEEP_INTERVAL_MS = 60_000;
+
+export interface Entry<T> {
+  value: T;
+  expiresAt: number;
+}
+
+/**
+ * The data behind memory stores. Several stores over one backend behave like several broker
+ * replicas over one Redis (shared records, locks and release notifications), which is how
+ * tests of the domain simulate R processes inside one.
+ */
+export interface MemoryBackend {
+  readonly tokens: Map<string, Entry<{ generation: number; sealed: Buffer }>>;
+  readonly tombs: Map<string, Entry<number>>;
+  readonly locks: Map<string, Entry<string>>;
+  readonly logins: Map<string, Entry<Buffer>>;
+  readonly released: EventEmitter;
+  lastSweep: number;
+}
+
+export function createMemoryBackend(): MemoryBackend {
+  const released = new EventEmitter();
+  released.setMaxListeners(0);
+  return { tokens: new Map(), tombs: new Map(), locks: new Map(), logins: new Map(), released, lastSweep: 0 };
+}
+
+export interface MemoryStoreOptions {
+  /** Undefined: storage disabled — token operations throw REAUTH_REQUIRED / STORE_DISABLED. */
+  readonly keyRing: KeyRing | undefined;
+  /** Epoch ms; default the system clock. TTLs and leases are judged by it. */
+  readonly clock?: Clock | (() => number);
+  /** Share data with other memory stores; default a private backend. */
+  readonly backend?: MemoryBackend;
+}
+
+/** The embedded store. Throws (asynchronously) what TokenStore documents; never STORE_UNAVAILABLE until closed. */
+export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
+  const { keyRing } = options;
+  const clock = options.clock ?? systemClock;
+  const now = typeof clock === 'function' ? clock : () => clock.now();
+  const backend = options.backend ?? createMemoryBackend();
+  const { tokens, tombs, locks, logins, released } = backend;
+  const waiters = new Set<() => void>();
+  let closed = false;
+
+  const live = <T>(map: Map<string, Entry<T>>, key: string): T | undefined => {
+    const entry = map.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= now()) {
+      map.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  };
+  const sweep = (): void => {
+    const t = now();
+    if (t - backend.lastSweep < SWEEP_INTERVAL_MS) return;
+    backend.lastSweep = t;
+    for (const map of [tokens, tombs, locks, logins] as Map<string, Entry<unknown>>[]) {
+      for (const [key, entry] of map) if (entry.expiresAt <= t) map.delete(key);
+    }
+  };
+  const check = (): void => {
+    if (closed) throw new BrokerError(ErrorReason.STORE_UNAVAILABLE, 'the token store is closed');
+  };
+  const ring = (ref: SubjectRef): KeyRing => {
+    check();
+    if (keyRing === undefined) throw reauthRequired('STORE_DISABLED', ref);
+    return keyRing;
+  };
+  const validTtl = (ttlMs: number): number => {
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0)
+      throw new RangeError(`ttlMs must be a positive number, got ${ttlMs}`);
+    return Math.ceil(ttlMs);
+  };
+  const write = (ref: SubjectRef, record: NewTokenRecord, generation: number, ttlMs: number): void => {
+    const sealed = sealRecord(ring(ref).active, ref, { ...record, generation });
+    tokens.set(tokenKey(ref), { value: { generation, sealed }, expiresAt: now() + ttlMs });
+    tombs.delete(tombKey(ref));
+    sweep();
+  };
+  const remove = (ref: SubjectRef, generation: number): void => {
+    tokens.delete(tokenKey(ref));
+    tombs.set(tombKey(ref), { value: generation, expiresAt: now() + TOMBSTONE_TTL_MS });
+  };
+
+  return {
+    kind: 'memory',
+
+    async getToken(ref: SubjectRef): Promise<TokenRecord | undefined> {
+      const r = ring(ref);
+      const stored = live(tokens, tokenKey(ref));
+      if (stored === undefined) return undefined;
+      return openRecord(r, ref, stored.sealed, stored.generation).record;
+    },
+
+    async putToken(ref: SubjectRef, record: NewTokenRecord, ttlMs: number): Promise<number> {
+      ring(ref);
+      const ttl = validTtl(ttlMs);
+      const last = Math.max(live(tokens, tokenKey(ref))?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0);
+      write(ref, record, last + 1, ttl);
+      return last + 1;
+    },
+
+    async putTokenFenced(ref, lockOwner, expectedGeneration, record, ttlMs): Promise<boolean> {
+      ring(ref);
+      const ttl = validTtl(ttlMs);
+      if (live(locks, lockKey(ref)) !== lockOwner) return false;
+      if (live(tokens, tokenKey(ref))?.generation !== expectedGeneration) return false;
+      write(ref, record, expectedGeneration + 1, ttl);
+      return true;
+    },
+
+    async deleteToken(ref: SubjectRef): Promise<boolean> {
+      check();
+      const stored = live(tokens, tokenKey(ref));
+      const last = Math.max(stored?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0);
+      remove(ref, last);
+      return stored !== undefined;
+    },
+
+    async deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean> {
+      check();
+      if (live(tokens, tokenKey(ref))?.generation !== expectedGeneration) return false;
+      remove(ref, expectedGeneration);
+      return true;
+    },
+
+    async putLoginState(state: string, value: LoginState, ttlMs: number): Promise<void> {
+      check();
+      logins.set(loginKey(loginStateId(state)), {
+        value: sealLoginState(state, value),
+        expiresAt: now() + validTtl(ttlMs),
+      });
+      sweep();
+    },
+
+    async consumeLoginState(state: string): Promise<LoginState | undefined> {
+      check();
+      const key = loginKey(loginStateId(state));
+      const sealed = live(logins, key);
+      if (sealed === undefined) return undefined;
+      logins.delete(key);
+      return openLoginState(state, sealed);
+    },
+
+    async acquireLock(ref: SubjectRef, leaseMs: number): Promise<string | undefined> {
+      check();
+      const key = lockKey(ref);
+      if (live(locks, key) !== undefined) return undefined;
+      const owner = randomUUID();
+      locks.set(key, { value: owner, expiresAt: now() + validTtl(leaseMs) });
+      return owner;
+    },
+
+    async renewLock(ref: SubjectRef, owner: string, leaseMs: number): Promise<boolean> {
+      check();
+      const key = lockKey(ref);
+      if (live(locks, key) !== owner) return false;
+      locks.set(key, { value: owner, expiresAt: now() + validTtl(leaseMs) });
+      return true;
+    },
+
+    async releaseLock(ref: SubjectRef, owner: string): Promise<boolean> {
+      check();
+      const key = lockKey(ref);
+      if (live(locks, key) !== owner) return false;
+      locks.delete(key);
+      released.emit(key);
+      return true;
+    },
+
+    waitForUnlock(ref: SubjectRef, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+      check();
+      const key = lockKey(ref);
+      const held = locks.get(key);
+      if (held === undefined || held.expiresAt <= now() || signal?.aborted) return Promise.resolve();
+      // A lease that runs out wakes nobody: wait no longer than the lease itself.
+      const wait = Math.max(0, Math.min(timeoutMs, held.expiresAt - now()));
+      return new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          waiters.delete(done);
+          released.off(key, done);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, wait);
+        released.on(key, done);
+        waiters.add(done);
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    },
+
+    async ping(): Promise<void> {
+      check();
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+      for (const done of [...waiters]) done();
+    },
+  };
+}
