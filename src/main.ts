@@ -3,9 +3,11 @@
  * shut down gracefully and exit 0.
  */
 import { createApp } from './app.js';
-import { loadConfig, type Config } from './config/load.js';
+import { ConfigError, loadConfig, type Config } from './config/load.js';
 import { createLogger, type Logger } from './logger.js';
 import { routeGrpcLogs } from './server/grpc-logs.js';
+import { checkExposure } from './server/security/exposure.js';
+import { createTlsCredentials } from './server/security/tls.js';
 import { BrokerServer, withPort } from './server/server.js';
 
 export interface Running {
@@ -14,8 +16,26 @@ export interface Running {
   readonly logger: Logger;
 }
 
-/** Starts the broker with an already-loaded configuration. */
+/**
+ * Starts the broker with an already-loaded configuration.
+ * @throws ConfigError when the configuration would expose the API without caller authentication
+ *   (see src/server/security/exposure.ts) or a TLS file does not load.
+ */
 export async function startBroker(config: Config, logger: Logger): Promise<Running> {
+  const exposure = checkExposure(config);
+  if (exposure.problems.length > 0) throw new ConfigError(exposure.problems);
+  if (exposure.warnings.length > 0) {
+    logger.warn(
+      { insecure: config.insecure, reasons: exposure.warnings },
+      `RUNNING INSECURE: ${exposure.warnings.join('; ')}`,
+    );
+  }
+  let credentials;
+  try {
+    credentials = config.tls ? createTlsCredentials(config.tls, logger) : undefined;
+  } catch (err) {
+    throw new ConfigError([(err as Error).message]);
+  }
   routeGrpcLogs(logger);
   const app = await createApp(config, logger);
   const server = new BrokerServer({
@@ -24,6 +44,7 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
     api: app.api,
     observers: app.observers,
     ...(app.authorize ? { authorize: app.authorize } : {}),
+    ...(credentials ? { credentials } : {}),
     resources: app.resources,
   });
   const ports = await server.start();

@@ -48,6 +48,7 @@ const ENV: Record<string, { path: readonly string[]; kind: Kind }> = {
   CREDBROKER_TLS_KEY_FILE: { path: ['tls', 'key_file'], kind: 'string' },
   CREDBROKER_TLS_CLIENT_CA_FILE: { path: ['tls', 'client_ca_file'], kind: 'string' },
   CREDBROKER_TLS_REQUIRE_CLIENT_CERT: { path: ['tls', 'require_client_cert'], kind: 'boolean' },
+  CREDBROKER_TLS_RELOAD_INTERVAL: { path: ['tls', 'reload_interval'], kind: 'string' },
   CREDBROKER_STORE_SUBJECT_TOKENS: { path: ['store', 'subject_tokens'], kind: 'boolean' },
   CREDBROKER_REDIS_URL: { path: ['store', 'redis_url'], kind: 'string' },
   CREDBROKER_REDIS_CLUSTER: { path: ['store', 'redis_cluster'], kind: 'list' },

@@ -37,6 +37,8 @@ export const DEFAULT_IDP_TIMEOUT = '10s';
  * Short on purpose: unknown must never mean "never expires" (the origin's bug).
  */
 export const DEFAULT_ACCESS_TOKEN_LIFETIME = '5m';
+/** cert-manager renews at 2/3 of a certificate's life: a minute's delay in noticing is plenty. */
+export const DEFAULT_TLS_RELOAD_INTERVAL = '1m';
 
 const RPC_NAMES = ['StartLogin', 'CompleteLogin', 'GetValidSubjectToken', 'RevokeSubjectToken'] as const;
 export type RpcName = (typeof RPC_NAMES)[number];
@@ -189,6 +191,8 @@ const tlsSchema = z.strictObject({
   client_ca_file: z.string().min(1).optional(),
   /** With a client CA, callers must present a certificate (mutual TLS). */
   require_client_cert: z.boolean().default(true),
+  /** How often the files are re-read; a changed, loadable set is used for new connections. */
+  reload_interval: duration.prefault(DEFAULT_TLS_RELOAD_INTERVAL),
 });
 
 export const configSchema = z

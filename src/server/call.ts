@@ -27,7 +27,11 @@ export interface CallOutcome {
 
 export type CallObserver = (outcome: CallOutcome) => void;
 
-/** Decides who is calling and whether they may; throws a BrokerError when not. */
+/**
+ * Decides who is calling and whether they may; throws a BrokerError when not. `provider` is
+ * undefined when the request failed validation (the caller is authenticated before that error
+ * is returned).
+ */
 export type Authorizer = (
   rpc: string,
   call: ServerUnaryCall<unknown, unknown>,
@@ -125,8 +129,17 @@ export function unary<Req, Res, Input extends Subject>(
 
     void (async () => {
       try {
-        subject = validate(call.request);
-        caller = options.authorize?.(rpc, call as ServerUnaryCall<unknown, unknown>, subject.provider).caller;
+        const authorize = (provider: string | undefined) =>
+          options.authorize?.(rpc, call as ServerUnaryCall<unknown, unknown>, provider).caller;
+        try {
+          subject = validate(call.request);
+        } catch (invalid) {
+          // Authenticate first: an unknown caller learns nothing from validation details (such
+          // as the list of configured providers). The provider is checked once it is valid.
+          caller = authorize(undefined);
+          throw invalid;
+        }
+        caller = authorize(subject.provider);
         const ctx: CallContext = { deadline, signal: controller.signal, logger, requestId, caller };
         const response = await run(subject as Input, ctx);
         finish(status.OK, undefined);

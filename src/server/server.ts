@@ -7,12 +7,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Server, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import type { BrokerApi } from '../broker/api.js';
+import type { AuditLog } from '../broker/audit.js';
 import type { Config } from '../config/load.js';
 import { CredentialBrokerService } from '../gen/credbroker/v1/broker.js';
 import type { Logger } from '../logger.js';
 import type { Authorizer, CallObserver } from './call.js';
 import { createHealth, type Health } from './health.js';
 import { createReflection } from './reflection.js';
+import { auditObserver, createAuditLog } from './security/audit.js';
+import { createAuthorizer } from './security/authorize.js';
+import { createTlsCredentials } from './security/tls.js';
 import { createCredentialBrokerService } from './service.js';
 
 export interface BrokerServerOptions {
@@ -20,9 +24,12 @@ export interface BrokerServerOptions {
   readonly logger: Logger;
   readonly api: BrokerApi;
   readonly observers?: readonly CallObserver[];
+  /** Default: the `callers` policy of src/server/security/authorize.ts. */
   readonly authorize?: Authorizer;
-  /** Credentials of the API port; default plaintext (insecure) — see src/server/security. */
+  /** Credentials of the API port; default: from `tls` (reloading), else plaintext. */
   readonly credentials?: ServerCredentials;
+  /** Where call outcomes are audited; default: a logger named `audit` beside `logger`. */
+  readonly audit?: AuditLog;
   /** Closed, in order, at the end of shutdown (store connections, IdP clients, timers). */
   readonly resources?: readonly { close(): Promise<void> | void }[];
 }
@@ -47,6 +54,7 @@ export class BrokerServer {
   readonly health: Health;
   private readonly api: Server;
   private readonly healthServer: Server | undefined;
+  private readonly credentials: ServerCredentials;
   private readonly options: BrokerServerOptions;
   private closing: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
@@ -63,14 +71,23 @@ export class BrokerServer {
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     };
     this.api = new Server(serverOptions);
+    this.credentials =
+      options.credentials ??
+      (config.tls ? createTlsCredentials(config.tls, logger) : ServerCredentials.createInsecure());
     this.api.addService(
       CredentialBrokerService,
       createCredentialBrokerService({
         api: options.api,
         providers: { ids: config.providers.map((p) => p.id) },
         logger,
-        observers: options.observers ?? [],
-        authorize: options.authorize,
+        observers: [...(options.observers ?? []), auditObserver(options.audit ?? createAuditLog(logger))],
+        authorize:
+          options.authorize ??
+          createAuthorizer({
+            callers: config.callers,
+            insecure: config.insecure,
+            tls: config.tls !== undefined,
+          }),
       }),
     );
     this.health.implementation.addToServer(this.api);
@@ -88,11 +105,7 @@ export class BrokerServer {
       new Promise<number>((resolve, reject) =>
         server.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))),
       );
-    const api = await bind(
-      this.api,
-      config.listen,
-      this.options.credentials ?? ServerCredentials.createInsecure(),
-    );
+    const api = await bind(this.api, config.listen, this.credentials);
     const health = this.healthServer
       ? await bind(this.healthServer, config.health_listen, ServerCredentials.createInsecure())
       : undefined;

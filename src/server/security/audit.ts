@@ -1,0 +1,83 @@
+/**
+ * The audit log: one JSON line per security-relevant event, written by a pino logger named
+ * `audit` to the same destination as the service log, so operators route it by `name`. It sits
+ * at `info` whatever `log_level` says (an audit trail is not debug output); only `silent`
+ * silences it. Entries carry names, ids and outcomes — never token material (src/broker/audit.ts).
+ * The user id is written as `user`, the same truncated SHA-256 as in the call log
+ * (src/logger.ts hashUserId): user ids are often e-mail addresses, and the hash still answers
+ * "whose token went to which caller" for an operator who hashes the id in question.
+ */
+import { status } from '@grpc/grpc-js';
+import { pino } from 'pino';
+import type { AuditEntry, AuditEventName, AuditLog } from '../../broker/audit.js';
+import { createLogger, hashUserId, type Logger } from '../../logger.js';
+import type { CallObserver } from '../call.js';
+
+export const AUDIT_LOGGER_NAME = 'audit';
+
+/**
+ * An AuditLog writing to `logger`'s destination under its own logger name. A pino child would
+ * repeat the `name` key in every line (`"name":"credbroker","name":"audit"`), which log
+ * pipelines resolve differently, so this is a sibling root logger on the same stream.
+ */
+export function createAuditLog(logger: Logger): AuditLog {
+  const destination = (logger as unknown as Record<symbol, pino.DestinationStream | undefined>)[
+    pino.symbols.streamSym
+  ];
+  const audit = createLogger({
+    name: AUDIT_LOGGER_NAME,
+    level: logger.level === 'silent' ? 'silent' : 'info',
+    ...(destination ? { destination } : {}),
+  });
+  return {
+    record(entry: AuditEntry): void {
+      try {
+        audit.info(
+          {
+            event: entry.event,
+            outcome: entry.outcome,
+            caller: entry.caller,
+            rpc: entry.rpc,
+            // As in the call log: user ids are often e-mail addresses; the hash correlates.
+            user: entry.userId === undefined ? undefined : hashUserId(entry.userId),
+            provider: entry.provider,
+            cause: entry.cause,
+            requestId: entry.requestId,
+          },
+          'audit',
+        );
+      } catch (err) {
+        logger.error({ err }, 'writing an audit event failed');
+      }
+    },
+  };
+}
+
+const eventByRpc: Record<string, AuditEventName> = {
+  StartLogin: 'login_start',
+  CompleteLogin: 'login_complete',
+  GetValidSubjectToken: 'token_release',
+  RevokeSubjectToken: 'revoke',
+};
+
+/**
+ * A call observer that turns every finished CredentialBroker call into an audit entry: denials
+ * (UNAUTHENTICATED / PERMISSION_DENIED from the caller policy) as `denied`, everything else as
+ * the RPC's event with outcome `ok` or the ErrorInfo reason.
+ */
+export function auditObserver(audit: AuditLog): CallObserver {
+  return (outcome) => {
+    const denied = outcome.code === status.UNAUTHENTICATED || outcome.code === status.PERMISSION_DENIED;
+    audit.record({
+      event: denied ? 'denied' : (eventByRpc[outcome.rpc] ?? 'denied'),
+      outcome: outcome.code === status.OK ? 'ok' : (outcome.reason ?? status[outcome.code]),
+      // On a denial the policy names the recognised caller in the error's metadata.
+      caller: outcome.caller ?? outcome.metadata.caller,
+      rpc: outcome.rpc,
+      userId: outcome.userId,
+      provider: outcome.provider,
+      cause: outcome.metadata.cause,
+      requestId: outcome.requestId,
+    });
+  };
+}

@@ -1,0 +1,191 @@
+/**
+ * The caller policy (DESIGN §1, §6a `callers`): who is calling — a verified client certificate
+ * matched by `tls_subject` / `tls_san`, or an API key matched by its SHA-256 — and whether that
+ * caller may call this RPC for this provider. Runs in the call wrapper (src/server/call.ts)
+ * before any handler.
+ *
+ * - No credentials, a malformed `authorization` value or an unknown API key → UNAUTHENTICATED
+ *   (CALLER_UNAUTHENTICATED).
+ * - A trusted certificate no caller claims, an RPC not in `allow`, or a provider not in
+ *   `providers` → PERMISSION_DENIED (CALLER_FORBIDDEN).
+ * - A `authorization` header, when present, decides: a bad key is never overlooked because a
+ *   certificate happens to be valid too.
+ * - With no callers configured the policy is open: every call is allowed. src/server/security/
+ *   exposure.ts makes sure that only happens on loopback, behind required mutual TLS, or with
+ *   `insecure: true` set on purpose.
+ */
+import type { ServerUnaryCall } from '@grpc/grpc-js';
+import type { PeerCertificate } from 'node:tls';
+import { BrokerError, ErrorReason } from '../../broker/errors.js';
+import type { Config } from '../../config/load.js';
+import type { Authorizer } from '../call.js';
+import { keyTable, matchApiKey, presentedApiKey, type KeyedEntry } from './api-keys.js';
+import {
+  describeSubject,
+  parseSubject,
+  parseSubjectAltNames,
+  sanMatches,
+  subjectMatches,
+  type Rdn,
+} from './peer-identity.js';
+
+/** ErrorInfo metadata.cause of a denial (audit and clients switch on these). */
+export const DenialCause = {
+  /** Neither a client certificate nor an API key was presented. */
+  NO_CREDENTIALS: 'NO_CREDENTIALS',
+  /** `authorization` is not `Bearer <key>`, or appears more than once. */
+  MALFORMED_CREDENTIALS: 'MALFORMED_CREDENTIALS',
+  /** The API key matches no caller. */
+  INVALID_API_KEY: 'INVALID_API_KEY',
+  /** An API key over a plaintext port without `insecure: true`. */
+  API_KEY_OVER_PLAINTEXT: 'API_KEY_OVER_PLAINTEXT',
+  /** A trusted client certificate that no caller's tls_subject / tls_san matches. */
+  UNKNOWN_CALLER: 'UNKNOWN_CALLER',
+  /** The caller may not call this RPC. */
+  RPC_NOT_ALLOWED: 'RPC_NOT_ALLOWED',
+  /** The caller may not touch this provider. */
+  PROVIDER_NOT_ALLOWED: 'PROVIDER_NOT_ALLOWED',
+} as const;
+export type DenialCause = (typeof DenialCause)[keyof typeof DenialCause];
+
+export interface AuthorizerOptions {
+  readonly callers: Config['callers'];
+  /** API keys travel in the clear without TLS: accepted then only when this is set. */
+  readonly insecure: boolean;
+  /** Whether the API port speaks TLS. */
+  readonly tls: boolean;
+}
+
+interface Compiled {
+  readonly name: string;
+  readonly subject: readonly Rdn[] | undefined;
+  readonly san: string | undefined;
+  readonly allow: ReadonlySet<string>;
+  readonly providers: ReadonlySet<string> | undefined;
+}
+
+function unauthenticated(cause: DenialCause, message: string): BrokerError {
+  return new BrokerError(ErrorReason.CALLER_UNAUTHENTICATED, message, { metadata: { cause } });
+}
+
+function forbidden(cause: DenialCause, caller: string, message: string, provider?: string): BrokerError {
+  return new BrokerError(ErrorReason.CALLER_FORBIDDEN, message, {
+    metadata: { cause, caller, ...(provider === undefined ? {} : { provider }) },
+  });
+}
+
+type CallerConfig = Config['callers'][number];
+
+function compile(caller: CallerConfig, index: number): Compiled {
+  let subject: Rdn[] | undefined;
+  if (caller.tls_subject !== undefined) {
+    try {
+      subject = parseSubject(caller.tls_subject);
+    } catch (err) {
+      throw new Error(`callers[${index}].tls_subject: ${(err as Error).message}`);
+    }
+  }
+  return {
+    name: caller.name,
+    subject,
+    san: caller.tls_san,
+    allow: new Set(caller.allow),
+    providers: caller.providers === undefined ? undefined : new Set(caller.providers),
+  };
+}
+
+function certificateMatches(caller: Compiled, cert: PeerCertificate): boolean {
+  if (caller.subject === undefined && caller.san === undefined) return false;
+  if (caller.subject !== undefined && !subjectMatches(caller.subject, cert.subject)) return false;
+  if (caller.san !== undefined && !sanMatches(caller.san, parseSubjectAltNames(cert.subjectaltname))) {
+    return false;
+  }
+  return true;
+}
+
+function peerCertificate(call: ServerUnaryCall<unknown, unknown>): PeerCertificate | undefined {
+  return call.getAuthContext().sslPeerCertificate;
+}
+
+/**
+ * Builds the policy from `callers`. A caller with both a certificate rule (tls_subject and/or
+ * tls_san, all of which must match) and an API key is identified by either. The first caller in
+ * configuration order that matches a certificate wins.
+ * @throws Error naming the field when a tls_subject cannot be parsed.
+ */
+export function createAuthorizer(options: AuthorizerOptions): Authorizer {
+  const callers = options.callers.map(compile);
+  if (callers.length === 0) {
+    return (_rpc, call) => {
+      const cert = peerCertificate(call);
+      return { caller: cert ? describeSubject(cert.subject) : undefined };
+    };
+  }
+  const keys: KeyedEntry<Compiled>[] = keyTable(
+    options.callers.flatMap((c, i) =>
+      c.api_key_sha256 === undefined ? [] : [{ sha256: c.api_key_sha256, value: callers[i]! }],
+    ),
+  );
+  const byCertificate = callers.filter((c) => c.subject !== undefined || c.san !== undefined);
+  const keysAccepted = options.tls || options.insecure;
+
+  const identify = (call: ServerUnaryCall<unknown, unknown>): Compiled => {
+    const presented = presentedApiKey(call.metadata);
+    if (presented.kind === 'malformed') {
+      throw unauthenticated(
+        DenialCause.MALFORMED_CREDENTIALS,
+        'caller not authenticated: the authorization metadata must be "Bearer <api key>"',
+      );
+    }
+    if (presented.kind === 'bearer') {
+      if (!keysAccepted) {
+        throw unauthenticated(
+          DenialCause.API_KEY_OVER_PLAINTEXT,
+          'caller not authenticated: API keys are accepted only over TLS',
+        );
+      }
+      const caller = matchApiKey(keys, presented.key);
+      if (!caller)
+        throw unauthenticated(DenialCause.INVALID_API_KEY, 'caller not authenticated: unknown API key');
+      return caller;
+    }
+    const cert = peerCertificate(call);
+    if (!cert) {
+      throw unauthenticated(
+        DenialCause.NO_CREDENTIALS,
+        'caller not authenticated: present a trusted client certificate or an API key',
+      );
+    }
+    const caller = byCertificate.find((c) => certificateMatches(c, cert));
+    if (!caller) {
+      throw forbidden(
+        DenialCause.UNKNOWN_CALLER,
+        describeSubject(cert.subject),
+        'caller not allowed: no configured caller matches this client certificate',
+      );
+    }
+    return caller;
+  };
+
+  return (rpc, call, provider) => {
+    const caller = identify(call);
+    if (!caller.allow.has(rpc)) {
+      throw forbidden(
+        DenialCause.RPC_NOT_ALLOWED,
+        caller.name,
+        `caller "${caller.name}" may not call ${rpc}`,
+      );
+    }
+    // The provider is undefined only while the request is still invalid (see call.ts); the
+    // validation error then follows, and nothing reaches a handler.
+    if (provider !== undefined && caller.providers !== undefined && !caller.providers.has(provider)) {
+      throw forbidden(
+        DenialCause.PROVIDER_NOT_ALLOWED,
+        caller.name,
+        `caller "${caller.name}" may not use provider "${provider}"`,
+        provider,
+      );
+    }
+    return { caller: caller.name };
+  };
+}
