@@ -52,7 +52,7 @@ interface FakePeer {
   readonly san?: string;
 }
 
-function fakeCall(options: { authorization?: string | string[]; peer?: FakePeer }) {
+function fakeCall(options: { authorization?: string | readonly string[]; peer?: FakePeer }) {
   const metadata = new Metadata();
   for (const value of [options.authorization ?? []].flat()) metadata.add('authorization', value);
   const cert = options.peer
