@@ -25,24 +25,29 @@ export interface TokenSet {
 
 /**
  * A failed IdP call. `rejected`: the IdP answered with an OAuth error (invalid_grant,
- * invalid_client, …) — permanent for this grant. `unavailable`: network error, timeout, 5xx or
- * 429 — transient. The message never contains an IdP response body or a token.
+ * invalid_client, …) — permanent for this grant — or its answer failed verification (ID-token
+ * signature, iss, aud, exp, nonce: `invalidResponse`). `unavailable`: network error, timeout, 5xx
+ * or 429 — transient. The message never contains an IdP response body or a token, and `cause` is
+ * a log-safe summary, never the library error that carries the body (src/idp/errors.ts).
  */
 export class IdpError extends Error {
   override readonly name = 'IdpError';
   readonly kind: 'rejected' | 'unavailable';
-  /** The OAuth `error` code, for `rejected`. */
+  /** The OAuth `error` code, for `rejected` by the IdP. Undefined for `invalidResponse`. */
   readonly oauthError: string | undefined;
+  /** `rejected` because the IdP's answer did not verify (not because the IdP refused). */
+  readonly invalidResponse: boolean;
   /** From a Retry-After header, ms. */
   readonly retryAfterMs: number | undefined;
   constructor(
     kind: 'rejected' | 'unavailable',
     message: string,
-    options: { oauthError?: string; retryAfterMs?: number; cause?: unknown } = {},
+    options: { oauthError?: string; invalidResponse?: boolean; retryAfterMs?: number; cause?: unknown } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.kind = kind;
     this.oauthError = options.oauthError;
+    this.invalidResponse = options.invalidResponse ?? false;
     this.retryAfterMs = options.retryAfterMs;
   }
 }
@@ -72,6 +77,17 @@ export interface IdpClient {
   readonly id: string;
   /** This provider's refresh skew, ms (provider setting or refresh.skew). */
   readonly skewMs: number;
+  /** The configured redirect_uri allowlist (exact match, RFC 6749 §3.1.2.2). */
+  readonly redirectUris: readonly string[];
+  /** Scopes requested by default: configured, else the preset's. */
+  readonly scopes: readonly string[];
+  /** OpenID Connect: logins return a verified ID token. False for plain OAuth 2.0. */
+  readonly oidc: boolean;
+  /**
+   * Whether a login yields the user's subject by itself (ID token or a user API). When false the
+   * caller must name the user_id for the token to be stored.
+   */
+  readonly providesSubject: boolean;
   /** Builds the authorization URL. @throws IdpError unavailable (discovery failed) */
   authorizationUrl(request: AuthorizationRequest): Promise<string>;
   /**

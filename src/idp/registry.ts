@@ -1,0 +1,99 @@
+/**
+ * The configured identity providers by id. Built once at startup: presets resolved, secrets and
+ * private keys loaded, insecure endpoints refused. Metadata discovery happens later, on first
+ * use, so the broker starts (and serves GetValidSubjectToken from the store) while an IdP is down.
+ */
+import { readFileSync } from 'node:fs';
+import type { Clock } from './oidc-client.js';
+import { invalidRequest } from '../broker/errors.js';
+import type { Config, ProviderConfig } from '../config/load.js';
+import type { Logger } from '../logger.js';
+import { createClientAuth } from './client-auth.js';
+import type { IdpClient, IdpRegistry } from './idp-client.js';
+import { createOidcClient, insecureUrlProblem } from './oidc-client.js';
+import { resolvePreset } from './presets.js';
+
+export interface IdpRegistryOptions {
+  readonly logger: Logger;
+  readonly clock?: Clock;
+  /** Reads private_key_file; default fs.readFileSync as UTF-8. */
+  readonly readFile?: (path: string) => string;
+  /** HTTP client for every IdP call; default the global fetch. */
+  readonly fetch?: typeof fetch;
+}
+
+/** A provider configuration that cannot work. The message names the field, never a secret. */
+export class IdpConfigError extends Error {
+  override readonly name = 'IdpConfigError';
+}
+
+function checkUrls(p: ProviderConfig, urls: Record<string, string | undefined>): void {
+  for (const [field, url] of Object.entries(urls)) {
+    if (url === undefined) continue;
+    const problem = insecureUrlProblem(url, p.allow_insecure_http);
+    if (problem !== undefined) throw new IdpConfigError(`providers.${p.id}.${field}: ${problem}`);
+  }
+}
+
+/**
+ * Builds the registry from `config.providers`.
+ * @throws IdpConfigError naming the provider field (bad preset combination, insecure URL,
+ *   unreadable or unusable private key)
+ */
+export async function createIdpRegistry(
+  config: Pick<Config, 'providers' | 'refresh'>,
+  options: IdpRegistryOptions,
+): Promise<IdpRegistry> {
+  const readFile = options.readFile ?? ((path: string) => readFileSync(path, 'utf8'));
+  const clients = new Map<string, IdpClient>();
+  for (const p of config.providers) {
+    let plan;
+    try {
+      plan = resolvePreset(p);
+      const source = plan.source;
+      checkUrls(p, {
+        issuer: source.kind === 'discovery' ? source.issuer : p.issuer,
+        authorization_endpoint:
+          source.kind === 'explicit' ? source.metadata.authorization_endpoint : undefined,
+        token_endpoint: source.kind === 'explicit' ? source.metadata.token_endpoint : undefined,
+        revocation_endpoint: p.revocation_endpoint,
+        userinfo_endpoint: p.userinfo_endpoint,
+        jwks_uri: p.jwks_uri,
+      });
+    } catch (err) {
+      throw err instanceof IdpConfigError ? err : new IdpConfigError((err as Error).message);
+    }
+    let clientAuth;
+    try {
+      clientAuth = await createClientAuth(p, readFile);
+    } catch (err) {
+      throw new IdpConfigError((err as Error).message);
+    }
+    clients.set(
+      p.id,
+      createOidcClient({
+        provider: p,
+        plan,
+        clientAuth,
+        refreshSkewMs: config.refresh.skew,
+        logger: options.logger,
+        ...(options.clock ? { clock: options.clock } : {}),
+        ...(options.fetch ? { fetch: options.fetch } : {}),
+      }),
+    );
+  }
+  const ids = Object.freeze([...clients.keys()]);
+  return {
+    ids,
+    /** @throws BrokerError INVALID_REQUEST naming `provider` when the id is not configured */
+    get(id: string): IdpClient {
+      const client = clients.get(id);
+      if (client === undefined) {
+        throw invalidRequest([
+          { field: 'provider', description: `unknown provider ${JSON.stringify(id.slice(0, 64))}` },
+        ]);
+      }
+      return client;
+    },
+  };
+}
