@@ -1,9 +1,17 @@
 import assert from 'node:assert/strict';
 import { AuthorizationResponseError, ClientError, ResponseBodyError } from 'openid-client';
 import { IdpError } from '../../src/idp/idp-client.js';
+
+/** openid-client's ClientError takes a `code` option its typings do not declare. */
+const clientError = (message: string, options: { code: string; cause?: unknown }) =>
+  new ClientError(message, options as ErrorOptions);
 import { parseRetryAfter, toIdpError } from '../../src/idp/errors.js';
 
-function bodyError(status: number, body: Record<string, string>, headers: Record<string, string> = {}) {
+function bodyError(
+  status: number,
+  body: { error: string; error_description?: string },
+  headers: Record<string, string> = {},
+) {
   const response = new Response(null, { status, headers });
   return new ResponseBodyError('server responded with an error in the response body', {
     cause: body,
@@ -42,7 +50,7 @@ describe('IdP error mapping', () => {
   it('maps a non-conforming HTTP response to unavailable', () => {
     const response = new Response('<html>', { status: 502, headers: { 'retry-after': '3' } });
     const err = toIdpError(
-      new ClientError('unexpected HTTP response status code', {
+      clientError('unexpected HTTP response status code', {
         cause: response,
         code: 'OAUTH_RESPONSE_IS_NOT_CONFORM',
       }),
@@ -53,7 +61,7 @@ describe('IdP error mapping', () => {
   });
 
   it('maps verification failures to rejected with invalidResponse, except during discovery', () => {
-    const failed = new ClientError('unexpected JWT claim value encountered', {
+    const failed = clientError('unexpected JWT claim value encountered', {
       code: 'OAUTH_JWT_CLAIM_COMPARISON_FAILED',
     });
     const login = toIdpError(failed, 'authorization_code');
@@ -65,8 +73,8 @@ describe('IdP error mapping', () => {
 
   it('maps timeouts, aborts and connection failures to unavailable', () => {
     for (const err of [
-      new ClientError('operation timed out', { code: 'OAUTH_TIMEOUT' }),
-      new ClientError('operation aborted', { code: 'OAUTH_ABORT' }),
+      clientError('operation timed out', { code: 'OAUTH_TIMEOUT' }),
+      clientError('operation aborted', { code: 'OAUTH_ABORT' }),
       new TypeError('fetch failed', {
         cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
       }),
