@@ -1,0 +1,93 @@
+/**
+ * GetValidSubjectToken and RevokeSubjectToken (DESIGN §4): the token service. The hot path is one
+ * store read; anything that is not valid for the margin asked goes to the refresher
+ * (./refresh.ts), which refreshes once per user across every replica.
+ */
+import type { IdpRegistry } from '../idp/idp-client.js';
+import type { Logger } from '../logger.js';
+import type { TokenStore } from '../store/token-store.js';
+import type { BrokerApi, GetTokenResult } from './api.js';
+import { noAudit, type AuditLog } from './audit.js';
+import { systemClock, type Clock } from './clock.js';
+import { ReauthCause, reauthRequired, type SubjectRef } from './errors.js';
+import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
+import { createRefresher, type ServedToken } from './refresh.js';
+import { revokeSubjectToken } from './revoke.js';
+
+/** DESIGN §3: records whose refresh token has no known expiry are kept at most 30 days. */
+export const DEFAULT_MAX_RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
+
+export interface TokenServiceOptions {
+  readonly store: TokenStore;
+  readonly idps: IdpRegistry;
+  /** False when `store.subject_tokens` is off or no key is configured: every get is STORE_DISABLED. */
+  readonly storageEnabled: boolean;
+  /** `refresh.lock_lease`, ms. */
+  readonly lockLeaseMs: number;
+  /** `store.max_record_ttl`, ms. */
+  readonly maxRecordTtlMs?: number;
+  readonly clock?: Clock;
+  readonly logger: Logger;
+  readonly metrics?: BrokerMetrics;
+  /** Records one `refresh` entry per refresh attempt at an IdP. */
+  readonly audit?: AuditLog;
+}
+
+export type TokenService = Pick<BrokerApi, 'getValidSubjectToken' | 'revokeSubjectToken'> & {
+  /** Settles once every refresh in flight has finished and released its lock (shutdown). */
+  idle(): Promise<void>;
+};
+
+export function createTokenService(options: TokenServiceOptions): TokenService {
+  const { store, idps, storageEnabled, lockLeaseMs, logger } = options;
+  const clock = options.clock ?? systemClock;
+  const metrics = options.metrics ?? noopBrokerMetrics;
+  const refresher = createRefresher({
+    store,
+    clock,
+    lockLeaseMs,
+    maxRecordTtlMs: options.maxRecordTtlMs ?? DEFAULT_MAX_RECORD_TTL_MS,
+    logger,
+    metrics,
+    audit: options.audit ?? noAudit,
+  });
+
+  function result(token: ServedToken, source: GetTokenResult['source'], degraded: boolean): GetTokenResult {
+    metrics.tokenServed(token.expiresAt - clock.now());
+    return {
+      accessToken: token.accessToken,
+      tokenType: token.tokenType,
+      expiresAt: new Date(token.expiresAt),
+      scopes: token.scopes,
+      source,
+      degraded,
+    };
+  }
+
+  return {
+    /**
+     * A token valid for max(min_valid_for, provider skew), refreshed if needed.
+     * @throws BrokerError REAUTH_REQUIRED (every cause of DESIGN §2), IDP_UNAVAILABLE,
+     *   STORE_UNAVAILABLE, REFRESH_IN_PROGRESS
+     */
+    async getValidSubjectToken(input, ctx) {
+      const ref: SubjectRef = { provider: input.provider, userId: input.userId };
+      if (!storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, ref);
+      const idp = idps.get(input.provider);
+      const marginMs = Math.max(input.minValidForMs, idp.skewMs);
+      // The hot path: exactly one store read. UNDECRYPTABLE is thrown by the store.
+      const rec = await store.getToken(ref);
+      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+      if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false);
+      const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);
+      return result(refreshed.token, refreshed.source, refreshed.degraded);
+    },
+
+    /** @throws BrokerError STORE_UNAVAILABLE */
+    async revokeSubjectToken(input) {
+      return revokeSubjectToken({ store, idps, storageEnabled }, input);
+    },
+
+    idle: () => refresher.idle(),
+  };
+}

@@ -1,0 +1,366 @@
+/**
+ * Refresh under a per-user lock (DESIGN §4). Callers in one process share one flight per user;
+ * flights on different processes meet at the store's lock: the holder refreshes at the IdP with
+ * its lease renewed while the call is in flight, writes the result fenced on its lock and the
+ * generation it read, releases the lock and so wakes the waiters, who re-read the record.
+ *
+ * Invariants: at most one IdP refresh per user at a time across every replica; a rotated refresh
+ * token is never lost by an unfenced overwrite, and a refresh that lands after a revoke cannot
+ * resurrect the record; nobody is handed a token that has already expired.
+ */
+import type { Logger } from '../logger.js';
+import { hashUserId } from '../logger.js';
+import type { IdpClient } from '../idp/idp-client.js';
+import { IdpError } from '../idp/idp-client.js';
+import type { TokenRecord, TokenStore } from '../store/token-store.js';
+import type { CallContext, TokenSource } from './api.js';
+import type { AuditLog } from './audit.js';
+import type { Clock } from './clock.js';
+import { BrokerError, ErrorReason, ReauthCause, reauthRequired, type SubjectRef } from './errors.js';
+import { mergeRefreshed, recordTtlMs } from './merge.js';
+import type { BrokerMetrics, RefreshOutcome } from './metrics.js';
+import { createSingleflight } from './singleflight.js';
+
+/** RetryInfo when the IdP is unavailable and sent no Retry-After. */
+export const DEFAULT_IDP_RETRY_MS = 1000;
+/**
+ * Answer this long before the caller's deadline, so REFRESH_IN_PROGRESS (with its ErrorInfo)
+ * reaches the caller instead of a bare client-side DEADLINE_EXCEEDED.
+ */
+export const DEADLINE_HEADROOM_MS = 50;
+
+/** The token part of a record: what a caller is handed. */
+export type ServedToken = Pick<TokenRecord, 'accessToken' | 'tokenType' | 'expiresAt' | 'scopes'>;
+
+export interface RefreshResult {
+  readonly token: ServedToken;
+  readonly source: TokenSource;
+  /** The IdP was unreachable and the still-unexpired stored token is served instead. */
+  readonly degraded: boolean;
+}
+
+export interface RefresherOptions {
+  readonly store: TokenStore;
+  readonly clock: Clock;
+  /** Lease of the per-user lock; renewed every third of it while the IdP call is in flight. */
+  readonly lockLeaseMs: number;
+  /** Lifetime of a record whose refresh token has no known expiry. */
+  readonly maxRecordTtlMs: number;
+  readonly logger: Logger;
+  readonly metrics: BrokerMetrics;
+  readonly audit: AuditLog;
+}
+
+export interface Refresher {
+  /**
+   * Returns a token for `ref` valid for `marginMs`, refreshing it once across every caller and
+   * replica. `seen` is the stale record the caller read on the hot path.
+   * @throws BrokerError REAUTH_REQUIRED (NO_TOKEN, NO_REFRESH_TOKEN, REFRESH_REJECTED),
+   *   IDP_UNAVAILABLE, REFRESH_IN_PROGRESS (the wait would outlive ctx.deadline), STORE_UNAVAILABLE
+   */
+  refresh(
+    ref: SubjectRef,
+    idp: IdpClient,
+    seen: TokenRecord,
+    marginMs: number,
+    ctx: CallContext,
+  ): Promise<RefreshResult>;
+  /** Settles when every refresh running now has finished (graceful shutdown). */
+  idle(): Promise<void>;
+}
+
+/** What every caller of one flight shares; joiners extend it. */
+interface FlightState {
+  /** The latest deadline of any caller still interested, epoch ms. */
+  deadline: number;
+  /** The largest margin any caller asked for. */
+  marginMs: number;
+  /** The generation that was found stale; any other generation is a peer's newer write. */
+  readonly staleGeneration: number;
+  readonly requestId: string;
+  readonly caller: string | undefined;
+}
+
+/** Audit outcomes of a refresh (src/broker/audit.ts): `ok`, or what went wrong. */
+const auditOutcome: Record<RefreshOutcome, string> = {
+  refreshed: 'ok',
+  rejected: 'rejected',
+  unavailable: 'unavailable',
+  fenced: 'fenced',
+  error: 'failed',
+};
+
+export function createRefresher(options: RefresherOptions): Refresher {
+  const { store, clock, lockLeaseMs, maxRecordTtlMs, logger, metrics } = options;
+  const flights = createSingleflight<RefreshResult, FlightState>();
+  /** A waiter re-checks at least this often, so a holder that died is noticed within a lease. */
+  const pollMs = Math.max(25, Math.floor(lockLeaseMs / 4));
+
+  /**
+   * A record the flight may hand out: a newer generation than the stale one (a peer or a login
+   * wrote it, and refreshing again could not do better) that has not expired, or any record with
+   * the margin asked for.
+   */
+  function usable(rec: TokenRecord, state: FlightState): boolean {
+    const left = rec.expiresAt - clock.now();
+    return left > state.marginMs || (rec.generation !== state.staleGeneration && left > 0);
+  }
+
+  function served(rec: TokenRecord, state: FlightState): RefreshResult {
+    return {
+      token: rec,
+      source: rec.generation === state.staleGeneration ? 'STORED' : 'REFRESHED',
+      degraded: false,
+    };
+  }
+
+  function log(ref: SubjectRef): Logger {
+    return logger.child({ provider: ref.provider, user: hashUserId(ref.userId) });
+  }
+
+  function count(ref: SubjectRef, state: FlightState, outcome: RefreshOutcome, cause?: string): void {
+    metrics.refresh(ref.provider, outcome);
+    options.audit.record({
+      event: 'refresh',
+      outcome: auditOutcome[outcome],
+      caller: state.caller,
+      rpc: 'GetValidSubjectToken',
+      userId: ref.userId,
+      provider: ref.provider,
+      cause,
+      requestId: state.requestId,
+    });
+  }
+
+  /** Takes the lock, or waits for its holder and re-reads, until the flight's deadline. */
+  async function runFlight(ref: SubjectRef, idp: IdpClient, state: FlightState): Promise<RefreshResult> {
+    const started = performance.now();
+    for (;;) {
+      const owner = await store.acquireLock(ref, lockLeaseMs);
+      if (owner !== undefined) {
+        metrics.lockWait(performance.now() - started);
+        return underLock(ref, idp, state, owner);
+      }
+      const left = state.deadline - clock.now();
+      const remaining = left - headroom(left);
+      if (remaining <= 0) {
+        metrics.lockWait(performance.now() - started);
+        throw refreshInProgress(ref);
+      }
+      // The holder publishes on release; the bounded wait covers a holder that died (its lease
+      // runs out) and a release published before this subscription.
+      await store.waitForUnlock(ref, Math.min(remaining, pollMs));
+      const rec = await store.getToken(ref);
+      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+      if (usable(rec, state)) {
+        metrics.lockWait(performance.now() - started);
+        return served(rec, state);
+      }
+    }
+  }
+
+  async function underLock(
+    ref: SubjectRef,
+    idp: IdpClient,
+    state: FlightState,
+    owner: string,
+  ): Promise<RefreshResult> {
+    const renewal = setInterval(() => renew(ref, owner), Math.max(1, Math.floor(lockLeaseMs / 3)));
+    try {
+      // Double-check under the lock: the previous holder may have refreshed already.
+      const rec = await store.getToken(ref);
+      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+      if (usable(rec, state)) return served(rec, state);
+      if (rec.refreshToken === undefined || rec.refreshToken === '') {
+        throw reauthRequired(ReauthCause.NO_REFRESH_TOKEN, ref);
+      }
+      let tokens;
+      try {
+        tokens = await idp.refresh(rec.refreshToken);
+      } catch (err) {
+        return await refreshFailed(ref, state, rec, err);
+      }
+      return await write(ref, idp, state, rec, owner, tokens);
+    } finally {
+      clearInterval(renewal);
+      await release(ref, owner);
+    }
+  }
+
+  function renew(ref: SubjectRef, owner: string): void {
+    store.renewLock(ref, owner, lockLeaseMs).then(
+      (held) => {
+        if (!held)
+          log(ref).warn('refresh lock lost while the IdP call was in flight; the write will be fenced');
+      },
+      (err: unknown) => {
+        metrics.storeError('lock');
+        log(ref).warn({ err }, 'refresh lock renewal failed');
+      },
+    );
+  }
+
+  async function release(ref: SubjectRef, owner: string): Promise<void> {
+    try {
+      await store.releaseLock(ref, owner);
+    } catch (err) {
+      // The lease ends it anyway; waiters notice through their bounded wait.
+      metrics.storeError('unlock');
+      log(ref).warn({ err }, 'refresh lock release failed; it expires with its lease');
+    }
+  }
+
+  async function write(
+    ref: SubjectRef,
+    idp: IdpClient,
+    state: FlightState,
+    rec: TokenRecord,
+    owner: string,
+    tokens: Awaited<ReturnType<IdpClient['refresh']>>,
+  ): Promise<RefreshResult> {
+    const now = clock.now();
+    const next = mergeRefreshed(rec, tokens, now);
+    const fresh: RefreshResult = { token: next, source: 'REFRESHED', degraded: false };
+    let written: boolean;
+    try {
+      written = await store.putTokenFenced(
+        ref,
+        owner,
+        rec.generation,
+        next,
+        recordTtlMs(next, now, maxRecordTtlMs),
+      );
+    } catch (err) {
+      // The IdP has issued (and may have rotated) tokens; failing the call would waste them.
+      // The store keeps the old record: the next refresh may be rejected and ask for re-login.
+      count(ref, state, 'refreshed');
+      metrics.storeError('put_fenced');
+      log(ref).error({ err }, 'refreshed token could not be stored; serving it unsaved');
+      return fresh;
+    }
+    if (written) {
+      count(ref, state, 'refreshed');
+      return fresh;
+    }
+    count(ref, state, 'fenced');
+    const current = await store.getToken(ref);
+    if (current === undefined) {
+      // Revoked while the IdP call was in flight: the record stays deleted, and the grant the
+      // refresh just produced is revoked too (RFC 7009), best-effort.
+      if (tokens.refreshToken !== undefined && tokens.refreshToken !== rec.refreshToken) {
+        void idp.revoke(tokens.refreshToken, 'refresh_token').catch(() => undefined);
+      }
+      throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+    }
+    if (current.generation !== rec.generation && current.expiresAt > now) return served(current, state);
+    log(ref).warn('refresh lock lost before the write; serving the refreshed token unsaved');
+    return fresh;
+  }
+
+  async function refreshFailed(
+    ref: SubjectRef,
+    state: FlightState,
+    rec: TokenRecord,
+    err: unknown,
+  ): Promise<RefreshResult> {
+    // An answer that failed verification (invalidResponse) is not the IdP refusing the grant:
+    // the grant may be fine, so it is handled like an outage, not by deleting the record.
+    if (err instanceof IdpError && err.kind === 'rejected' && !err.invalidResponse) {
+      // RFC 6749 §5.2 invalid_grant and friends: this grant is dead, unless someone replaced it
+      // meanwhile (a login while we were refreshing).
+      count(ref, state, 'rejected', err.oauthError);
+      log(ref).info({ oauthError: err.oauthError }, 'refresh rejected by the identity provider');
+      const current = await store.getToken(ref);
+      if (current !== undefined && current.generation !== rec.generation && current.expiresAt > clock.now()) {
+        return served(current, state);
+      }
+      if (current !== undefined) await store.deleteTokenIfGeneration(ref, rec.generation);
+      throw reauthRequired(ReauthCause.REFRESH_REJECTED, ref, err);
+    }
+    // Network error, timeout, 5xx, 429 — or something unexpected: the grant may well be fine, so
+    // the record is kept. An unexpired token is not stale; an outage must not log users out.
+    const transient = err instanceof IdpError && err.kind === 'unavailable';
+    count(ref, state, transient ? 'unavailable' : 'error');
+    if (transient) log(ref).warn({ err }, 'identity provider unavailable for refresh');
+    else log(ref).error({ err }, 'refresh failed unexpectedly');
+    if (rec.expiresAt > clock.now()) return { token: rec, source: 'STORED', degraded: true };
+    throw new BrokerError(
+      ErrorReason.IDP_UNAVAILABLE,
+      'the identity provider is unavailable; try again later',
+      {
+        metadata: { provider: ref.provider, userId: ref.userId },
+        retryAfterMs: (transient ? err.retryAfterMs : undefined) ?? DEFAULT_IDP_RETRY_MS,
+        cause: err,
+      },
+    );
+  }
+
+  return {
+    async refresh(ref, idp, seen, marginMs, ctx) {
+      const flight = flights.join(
+        JSON.stringify([ref.provider, ref.userId]),
+        () => ({
+          deadline: ctx.deadline,
+          marginMs,
+          staleGeneration: seen.generation,
+          requestId: ctx.requestId,
+          caller: ctx.caller,
+        }),
+        (state) => runFlight(ref, idp, state),
+      );
+      if (!flight.leader) {
+        metrics.coalescedWaiter();
+        flight.state.deadline = Math.max(flight.state.deadline, ctx.deadline);
+        flight.state.marginMs = Math.max(flight.state.marginMs, marginMs);
+      }
+      return awaitWithin(flight.promise, ref, ctx, clock);
+    },
+    idle: () => flights.idle(),
+  };
+}
+
+/** DEADLINE_EXCEEDED / REFRESH_IN_PROGRESS: never a stale token instead. */
+export function refreshInProgress(ref: SubjectRef): BrokerError {
+  return new BrokerError(
+    ErrorReason.REFRESH_IN_PROGRESS,
+    'the token is being refreshed and the wait would outlive the call deadline',
+    { metadata: { provider: ref.provider, userId: ref.userId } },
+  );
+}
+
+/** How long before a deadline to give up: DEADLINE_HEADROOM_MS, less for very short deadlines. */
+function headroom(remainingMs: number): number {
+  return Math.min(DEADLINE_HEADROOM_MS, Math.max(0, remainingMs) / 5);
+}
+
+/**
+ * The flight's result, or REFRESH_IN_PROGRESS at this caller's own deadline (or cancellation),
+ * whichever comes first. The flight itself goes on for the callers who can still wait.
+ */
+function awaitWithin<T>(promise: Promise<T>, ref: SubjectRef, ctx: CallContext, clock: Clock): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', giveUp);
+    };
+    const giveUp = () => {
+      cleanup();
+      reject(refreshInProgress(ref));
+    };
+    if (ctx.signal.aborted) return giveUp();
+    const remaining = ctx.deadline - clock.now();
+    if (Number.isFinite(remaining)) timer = setTimeout(giveUp, Math.max(0, remaining - headroom(remaining)));
+    ctx.signal.addEventListener('abort', giveUp, { once: true });
+    promise.then(
+      (value) => {
+        cleanup();
+        resolve(value);
+      },
+      (err: unknown) => {
+        cleanup();
+        reject(err);
+      },
+    );
+  });
+}

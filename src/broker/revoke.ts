@@ -1,0 +1,64 @@
+/**
+ * RevokeSubjectToken: deletes a user's record, leaving a tombstone so that a refresh finishing
+ * concurrently cannot resurrect it (its fenced write fails), and optionally revokes the grant at
+ * the IdP (RFC 7009) best-effort. Idempotent: revoking nothing succeeds with `deleted: false`.
+ */
+import type { IdpRegistry } from '../idp/idp-client.js';
+import type { TokenRecord, TokenStore } from '../store/token-store.js';
+import type { RevokeInput, RevokeResult } from './api.js';
+import { isBrokerError, ErrorReason, type SubjectRef } from './errors.js';
+
+/** Attempts to delete exactly the record that was read before falling back to an unconditional delete. */
+const DELETE_ATTEMPTS = 3;
+
+export interface RevokeOptions {
+  readonly store: TokenStore;
+  readonly idps: IdpRegistry;
+  readonly storageEnabled: boolean;
+}
+
+/** @throws BrokerError STORE_UNAVAILABLE (nothing is reported deleted unless it was) */
+export async function revokeSubjectToken(options: RevokeOptions, input: RevokeInput): Promise<RevokeResult> {
+  const { store, idps, storageEnabled } = options;
+  const ref: SubjectRef = { provider: input.provider, userId: input.userId };
+  const idp = idps.get(input.provider);
+  if (!storageEnabled) {
+    return { deleted: false, idpRevocation: input.revokeAtIdp ? 'NOT_SUPPORTED' : 'NOT_REQUESTED' };
+  }
+  if (!input.revokeAtIdp) return { deleted: await store.deleteToken(ref), idpRevocation: 'NOT_REQUESTED' };
+
+  const { deleted, record } = await deleteWhatWasRead(store, ref);
+  if (record === undefined) return { deleted, idpRevocation: 'NOT_SUPPORTED' };
+  // RFC 7009 §2: revoking the refresh token also invalidates the grant's access tokens at most
+  // IdPs; without one, revoke the access token.
+  const idpRevocation =
+    record.refreshToken !== undefined && record.refreshToken !== ''
+      ? await idp.revoke(record.refreshToken, 'refresh_token')
+      : await idp.revoke(record.accessToken, 'access_token');
+  return { deleted, idpRevocation };
+}
+
+/**
+ * Deletes the record it read (by generation), so the token revoked at the IdP is the one that was
+ * deleted even if a refresh rotated it in between. An undecryptable record is deleted with
+ * nothing to revoke.
+ */
+async function deleteWhatWasRead(
+  store: TokenStore,
+  ref: SubjectRef,
+): Promise<{ deleted: boolean; record: TokenRecord | undefined }> {
+  for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+    let record: TokenRecord | undefined;
+    try {
+      record = await store.getToken(ref);
+    } catch (err) {
+      if (isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) {
+        return { deleted: await store.deleteToken(ref), record: undefined };
+      }
+      throw err;
+    }
+    if (record === undefined) return { deleted: await store.deleteToken(ref), record: undefined };
+    if (await store.deleteTokenIfGeneration(ref, record.generation)) return { deleted: true, record };
+  }
+  return { deleted: await store.deleteToken(ref), record: undefined };
+}

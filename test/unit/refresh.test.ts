@@ -1,0 +1,251 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CallContext, GetTokenResult } from '../../src/broker/api.js';
+import { createFakeClock, type FakeClock } from '../../src/broker/clock.js';
+import { BrokerError, type SubjectRef } from '../../src/broker/errors.js';
+import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
+import { noopBrokerMetrics, type BrokerMetrics } from '../../src/broker/metrics.js';
+import type { IdpClient, TokenSet } from '../../src/idp/idp-client.js';
+import { createLogger } from '../../src/logger.js';
+import { createKeyRing } from '../../src/store/key-ring.js';
+import { createMemoryStore } from '../../src/store/memory-store.js';
+import type { NewTokenRecord, TokenStore } from '../../src/store/token-store.js';
+
+const MIN = 60_000;
+const DAY = 24 * 60 * MIN;
+const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
+
+/** The IdpClient members these tests do not exercise. */
+const idpBasics = {
+  id: 'corp',
+  redirectUris: ['https://app.example.com/cb'],
+  scopes: ['openid'],
+  oidc: true,
+  providesSubject: true,
+  authorizationUrl: () => Promise.reject(new Error('not used')),
+  exchangeCode: () => Promise.reject(new Error('not used')),
+};
+
+/** A plain IdpClient: each refresh waits `delayMs` (real time), then issues numbered tokens. */
+interface FakeIdp {
+  readonly refreshed: string[];
+  delayMs: number;
+  readonly client: IdpClient;
+}
+
+function fakeIdp(clock: FakeClock): FakeIdp {
+  let issued = 0;
+  const fake: FakeIdp = {
+    refreshed: [],
+    delayMs: 0,
+    client: {
+      ...idpBasics,
+      skewMs: MIN,
+      refresh: async (refreshToken: string): Promise<TokenSet> => {
+        fake.refreshed.push(refreshToken);
+        await sleep(fake.delayMs);
+        issued += 1;
+        return {
+          accessToken: `at-${issued}`,
+          refreshToken: `rt-${issued}`,
+          tokenType: 'Bearer',
+          expiresAt: clock.now() + 60 * MIN,
+          refreshExpiresAt: undefined,
+          scopes: undefined,
+          idToken: undefined,
+        };
+      },
+      revoke: () => Promise.resolve('REVOKED' as const),
+    },
+  };
+  return fake;
+}
+
+function expiredRecord(clock: FakeClock): NewTokenRecord {
+  return {
+    accessToken: 'at-0',
+    refreshToken: 'rt-0',
+    tokenType: 'Bearer',
+    expiresAt: clock.now() - 1000,
+    refreshExpiresAt: undefined,
+    scopes: ['openid'],
+    idToken: undefined,
+    obtainedVia: 'login',
+    updatedAt: clock.now(),
+    subject: undefined,
+  };
+}
+
+function ctx(clock: FakeClock, timeoutMs = Infinity, signal = new AbortController().signal): CallContext {
+  return {
+    deadline: clock.now() + timeoutMs,
+    signal,
+    logger: createLogger({ level: 'silent' }),
+    requestId: 'req',
+    caller: undefined,
+  };
+}
+
+async function brokerError(promise: Promise<unknown>): Promise<BrokerError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof BrokerError, `expected a BrokerError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the call to fail');
+}
+
+describe('Refresh under the per-user lock', () => {
+  let clock: FakeClock;
+  let store: TokenStore;
+  let idp: FakeIdp;
+
+  /** One "replica": its own service (own single-flight) over the shared store. */
+  function replica(lockLeaseMs = 1000, metrics: BrokerMetrics = noopBrokerMetrics): TokenService {
+    return createTokenService({
+      store,
+      idps: { ids: ['corp'], get: () => idp.client },
+      storageEnabled: true,
+      lockLeaseMs,
+      clock,
+      logger: createLogger({ level: 'silent' }),
+      metrics,
+    });
+  }
+  const get = (service: TokenService, c: CallContext, ref: SubjectRef = alice) =>
+    service.getValidSubjectToken({ ...ref, minValidForMs: MIN }, c);
+
+  beforeEach(async () => {
+    clock = createFakeClock();
+    store = createMemoryStore({ keyRing: createKeyRing([{ id: 'k1', key: randomBytes(32) }]), clock });
+    idp = fakeIdp(clock);
+    await store.putToken(alice, expiredRecord(clock), DAY);
+  });
+
+  it('refreshes once for 200 concurrent callers in one process, and all get the same token', async () => {
+    idp.delayMs = 20;
+    let coalesced = 0;
+    const service = replica(1000, { ...noopBrokerMetrics, coalescedWaiter: () => (coalesced += 1) });
+    const results = await Promise.all(Array.from({ length: 200 }, () => get(service, ctx(clock))));
+    assert.deepEqual(idp.refreshed, ['rt-0']);
+    assert.deepEqual(new Set(results.map((r) => r.accessToken)), new Set(['at-1']));
+    assert.ok(results.every((r) => r.source === 'REFRESHED'));
+    assert.equal(coalesced, 199);
+    assert.equal((await store.getToken(alice))?.refreshToken, 'rt-1');
+  });
+
+  it('refreshes once for concurrent callers spread over replicas sharing a store', async () => {
+    idp.delayMs = 30;
+    const replicas = [replica(), replica(), replica(), replica()];
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => get(replicas[i % replicas.length]!, ctx(clock))),
+    );
+    assert.deepEqual(idp.refreshed, ['rt-0']);
+    assert.deepEqual(new Set(results.map((r) => r.accessToken)), new Set(['at-1']));
+  });
+
+  it('refreshes once per user for many users at once', async () => {
+    const users = Array.from({ length: 20 }, (_, i) => ({ provider: 'corp', userId: `user-${i}` }));
+    for (const user of users) await store.putToken(user, expiredRecord(clock), DAY);
+    const replicas = [replica(), replica()];
+    const calls = users.flatMap((user) =>
+      Array.from({ length: 10 }, (_, i) => get(replicas[i % 2]!, ctx(clock), user)),
+    );
+    const results = await Promise.all(calls);
+    assert.equal(idp.refreshed.length, 20);
+    for (let u = 0; u < users.length; u++) {
+      const tokens = new Set(results.slice(u * 10, u * 10 + 10).map((r) => r.accessToken));
+      assert.equal(tokens.size, 1, `user ${u} got ${tokens.size} different tokens`);
+    }
+  });
+
+  it('keeps the lock through an IdP call three times longer than the lease', async () => {
+    idp.delayMs = 300;
+    const first = replica(100);
+    const second = replica(100);
+    const leader = get(first, ctx(clock));
+    await sleep(150); // past the first lease: only renewal keeps the second replica out
+    const follower = get(second, ctx(clock));
+    const [a, b] = await Promise.all([leader, follower]);
+    assert.deepEqual(idp.refreshed, ['rt-0']);
+    assert.equal(a.accessToken, 'at-1');
+    assert.equal(b.accessToken, 'at-1');
+  });
+
+  it('gives a caller REFRESH_IN_PROGRESS at its own deadline while the refresh goes on for others', async () => {
+    idp.delayMs = 300;
+    const service = replica();
+    const patient = get(service, ctx(clock, 5000));
+    const hurried = await brokerError(get(service, ctx(clock, 100)));
+    assert.equal(hurried.reason, 'REFRESH_IN_PROGRESS');
+    assert.deepEqual(hurried.metadata, { provider: 'corp', userId: 'alice' });
+    // It gave up while the refresh was still in flight, not when the leader finished.
+    assert.equal((await store.getToken(alice))?.accessToken, 'at-0');
+    assert.equal((await patient).accessToken, 'at-1');
+    assert.deepEqual(idp.refreshed, ['rt-0']);
+  });
+
+  it('gives the leader REFRESH_IN_PROGRESS too when its deadline is shorter than the IdP call', async () => {
+    idp.delayMs = 200;
+    const service = replica();
+    const err = await brokerError(get(service, ctx(clock, 80)));
+    assert.equal(err.reason, 'REFRESH_IN_PROGRESS');
+    await service.idle();
+    // The refresh was not abandoned: its result is stored for the next caller.
+    assert.equal((await store.getToken(alice))?.accessToken, 'at-1');
+  });
+
+  it('answers REFRESH_IN_PROGRESS when another replica holds the lock past the deadline', async () => {
+    const owner = await store.acquireLock(alice, 5000);
+    assert.ok(owner);
+    const err = await brokerError(get(replica(5000), ctx(clock, 150)));
+    assert.equal(err.reason, 'REFRESH_IN_PROGRESS');
+    assert.deepEqual(idp.refreshed, []);
+  });
+
+  it('gives up waiting when the call is cancelled', async () => {
+    const owner = await store.acquireLock(alice, 5000);
+    assert.ok(owner);
+    const controller = new AbortController();
+    const pending = get(replica(5000), ctx(clock, Infinity, controller.signal));
+    setTimeout(() => controller.abort(), 30);
+    assert.equal((await brokerError(pending)).reason, 'REFRESH_IN_PROGRESS');
+  });
+
+  it('refreshes within a lease after the lock holder died', async () => {
+    const lease = 500;
+    assert.ok(await store.acquireLock(alice, lease)); // a replica that took the lock and died
+    const started = Date.now();
+    const token = await get(replica(lease), ctx(clock, 5000));
+    const waited = Date.now() - started;
+    assert.equal(token.source, 'REFRESHED');
+    assert.deepEqual(idp.refreshed, ['rt-0']);
+    assert.ok(waited < 2 * lease, `waited ${waited} ms for a ${lease} ms lease`);
+  });
+
+  it('returns a peer refresh it waited for without calling the IdP itself', async () => {
+    const owner = await store.acquireLock(alice, 5000);
+    assert.ok(owner);
+    const pending = get(replica(5000), ctx(clock, 5000));
+    await sleep(20);
+    const current = await store.getToken(alice);
+    const fresh = { ...expiredRecord(clock), accessToken: 'at-peer', expiresAt: clock.now() + 60 * MIN };
+    assert.ok(await store.putTokenFenced(alice, owner, current!.generation, fresh, DAY));
+    assert.ok(await store.releaseLock(alice, owner));
+    const token: GetTokenResult = await pending;
+    assert.equal(token.accessToken, 'at-peer');
+    assert.equal(token.source, 'REFRESHED');
+    assert.deepEqual(idp.refreshed, []);
+  });
+
+  it('releases the lock after refreshing, so the next expiry refreshes again at once', async () => {
+    const service = replica();
+    await get(service, ctx(clock));
+    clock.advance(61 * MIN);
+    const token = await get(service, ctx(clock, 1000));
+    assert.equal(token.accessToken, 'at-2');
+    assert.deepEqual(idp.refreshed, ['rt-0', 'rt-1']);
+  });
+});
