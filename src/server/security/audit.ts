@@ -68,8 +68,10 @@ const eventByRpc: Record<string, AuditEventName> = {
 export function auditObserver(audit: AuditLog): CallObserver {
   return (outcome) => {
     const denied = outcome.code === status.UNAUTHENTICATED || outcome.code === status.PERMISSION_DENIED;
+    const event = denied ? 'denied' : eventByRpc[outcome.rpc];
+    if (event === undefined) return;
     audit.record({
-      event: denied ? 'denied' : (eventByRpc[outcome.rpc] ?? 'denied'),
+      event,
       outcome: outcome.code === status.OK ? 'ok' : (outcome.reason ?? status[outcome.code]),
       // On a denial the policy names the recognised caller in the error's metadata.
       caller: outcome.caller ?? outcome.metadata.caller,
