@@ -15,6 +15,11 @@ import { createHash } from 'node:crypto';
 import type { SubjectRef } from '../broker/errors.js';
 
 export const KEY_PREFIX = 'credbroker:v1:';
+/**
+ * How long a tombstone outlives its record: longer than any refresh can hold a generation it
+ * read (lock-lease renewals while an IdP call is in flight are bounded by the IdP timeout).
+ */
+export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
 /** SCAN pattern matching every token record. */
 export const TOKEN_KEY_PATTERN = `${KEY_PREFIX}{*}:token`;
 /** Escaped user ids longer than this are hashed instead, bounding key length. */

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../broker/errors.js';
 import type { KeyRing } from './key-ring.js';
-import { lockKey, loginKey, tokenKey, tombKey } from './keys.js';
+import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
 
@@ -19,11 +19,6 @@ export interface Clock {
 }
 export const systemClock: Clock = { now: () => Date.now() };
 
-/**
- * How long a tombstone outlives its record: longer than any refresh can hold a generation it
- * read (lock lease renewals while an IdP call is in flight are bounded by the IdP timeout).
- */
-export const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
 /** Expired entries are swept at most this often (reads also ignore them lazily). */
 const SWEEP_INTERVAL_MS = 60_000;
 

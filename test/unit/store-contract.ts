@@ -385,7 +385,7 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
           const keys = await h.raw!.scan(`credbroker:v1:{${ref.provider}/*`);
           const login = await h.raw!.scan('credbroker:v1:login:*');
           const kinds = keys.map((k) => k.key.slice(k.key.lastIndexOf(':') + 1)).sort();
-          assert.deepEqual(kinds, ['lock', 'tomb', 'token']);
+          assert.deepEqual(kinds, ['lock', 'token', 'tomb']);
           for (const k of [...keys, ...login]) assert.ok(k.pttl > 0, `${k.key} has no TTL (${k.pttl})`);
           const token = keys.find((k) => k.key.endsWith(':token'))!;
           assert.ok(token.pttl > HOUR && token.pttl <= 2 * HOUR, `fenced write set PTTL ${token.pttl}`);

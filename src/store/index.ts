@@ -1,0 +1,33 @@
+/**
+ * The store factory the composition root calls: Redis when `store.redis_url`,
+ * `store.redis_cluster` or `store.redis_sentinel` is configured, else the embedded memory store.
+ */
+import type { StoreConfig } from '../config/load.js';
+import type { Logger } from '../logger.js';
+import type { KeyRing } from './key-ring.js';
+import { createMemoryStore } from './memory-store.js';
+import { connectRedis } from './redis-connection.js';
+import { createRedisStore } from './redis-store.js';
+import type { TokenStore } from './token-store.js';
+
+export { KeyRingError, loadKeyRing, type KeyRing } from './key-ring.js';
+export { createMemoryBackend, createMemoryStore, systemClock, type Clock } from './memory-store.js';
+export type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
+
+/**
+ * @param keyRing undefined when no key is configured: token storage disabled (login state still
+ *   works); the caller has already warned
+ * @throws Error when a configured Redis password file cannot be read
+ */
+export function createStore(config: StoreConfig, keyRing: KeyRing | undefined, logger: Logger): TokenStore {
+  const connections = connectRedis(config);
+  if (connections === undefined) {
+    logger.info(
+      { store: 'memory' },
+      'no Redis configured: using the embedded memory store (one process only)',
+    );
+    return createMemoryStore({ keyRing });
+  }
+  logger.info({ store: connections.kind }, 'using Redis for tokens, locks and login state');
+  return createRedisStore({ connections, keyRing, commandTimeoutMs: config.command_timeout, logger });
+}

@@ -1,0 +1,101 @@
+/**
+ * Redis connections from `store` configuration: standalone URL, Sentinel or Cluster. Every
+ * connection fails fast instead of queueing while Redis is away (no offline queue, one retry per
+ * request, a command timeout) and reconnects on its own forever with a capped back-off, so the
+ * broker recovers without a restart when Redis returns.
+ */
+import { readFileSync } from 'node:fs';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { StoreConfig } from '../config/load.js';
+
+/** Reconnect back-off: 50 ms growing to at most 1 s, never giving up. */
+export function reconnectDelay(attempt: number): number {
+  return Math.min(50 * 2 ** Math.min(attempt, 5), 1_000);
+}
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisConnections {
+  readonly kind: 'redis' | 'redis-sentinel' | 'redis-cluster';
+  /** Commands and scripts. */
+  readonly client: RedisClient;
+  /**
+   * A new connection for pub/sub (subscriber mode blocks ordinary commands). It queues its
+   * (un)subscribe commands until connected: waiters are bounded by their own timeouts.
+   */
+  createSubscriber(): RedisClient;
+}
+
+function readPassword(field: string, path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+function hostPort(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(text.slice(at + 1)) };
+}
+
+/**
+ * Opens the configured Redis; undefined when none is configured (the memory store is used).
+ * Connections start in the background: commands fail with a connection error until ready.
+ */
+export function connectRedis(config: StoreConfig): RedisConnections | undefined {
+  const password = readPassword('store.redis_password_file', config.redis_password_file);
+  const common: RedisOptions = {
+    commandTimeout: config.command_timeout,
+    connectTimeout: Math.max(config.command_timeout, 1_000),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: reconnectDelay,
+    ...(password !== undefined ? { password } : {}),
+  };
+  if (config.redis_url !== undefined) {
+    const url = config.redis_url;
+    const make = (queue: boolean): Redis => new Redis(url, { ...common, enableOfflineQueue: queue });
+    return { kind: 'redis', client: make(false), createSubscriber: () => make(true) };
+  }
+  if (config.redis_sentinel !== undefined) {
+    const s = config.redis_sentinel;
+    const sentinelPassword = readPassword('store.redis_sentinel.password_file', s.password_file);
+    const make = (queue: boolean): Redis =>
+      new Redis({
+        ...common,
+        enableOfflineQueue: queue,
+        sentinels: s.sentinels.map(hostPort),
+        name: s.name,
+        sentinelRetryStrategy: reconnectDelay,
+        ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
+      });
+    return { kind: 'redis-sentinel', client: make(false), createSubscriber: () => make(true) };
+  }
+  if (config.redis_cluster !== undefined) {
+    const seeds = config.redis_cluster.map((u) => {
+      const url = new URL(u);
+      return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) };
+    });
+    const tls = config.redis_cluster.some((u) => u.startsWith('rediss:'));
+    const { enableOfflineQueue: _q, retryStrategy: _r, ...nodeOptions } = common;
+    const options: ClusterOptions = {
+      enableOfflineQueue: false,
+      clusterRetryStrategy: reconnectDelay,
+      maxRedirections: 4,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnFailover: 100,
+      redisOptions: { ...nodeOptions, ...(tls ? { tls: {} } : {}) },
+    };
+    return {
+      kind: 'redis-cluster',
+      client: new Cluster(seeds, options),
+      // Sharded pub/sub (Redis 7 SSUBSCRIBE): one subscriber per master, messages stay in the
+      // shard of the user's slot instead of being broadcast over the cluster bus.
+      createSubscriber: () =>
+        new Cluster(seeds, { ...options, enableOfflineQueue: true, shardedSubscribers: true }),
+    };
+  }
+  return undefined;
+}

@@ -1,0 +1,110 @@
+/**
+ * A real three-master Redis Cluster for tests: three `redis-server --cluster-enabled yes` on free
+ * loopback ports, each with its own directory (nodes.conf) under one temp dir, joined with
+ * `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`. Resolves once every node
+ * reports `cluster_state:ok`. `stop()` kills all three and removes the directory.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './ports.js';
+import { requireRedisServer, waitForPort } from './redis.js';
+
+export interface RedisCluster {
+  readonly ports: readonly number[];
+  /** Seed URLs, one per node. */
+  readonly urls: readonly string[];
+  stop(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+function clusterInfo(port: number): string {
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'cluster', 'info'], {
+    encoding: 'utf8',
+    timeout: 5_000,
+  });
+  return r.stdout ?? '';
+}
+
+export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
+  requireRedisServer();
+  const dir = mkdtempSync(join(tmpdir(), 'credbroker-cluster-'));
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(
+      children.map(async (proc) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        const exited = new Promise((resolve) => proc.once('exit', resolve));
+        proc.kill('SIGKILL');
+        await exited;
+      }),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < nodes; i++) {
+      const port = await freePort();
+      const nodeDir = join(dir, String(port));
+      mkdirSync(nodeDir);
+      const proc = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(nodeDir, 'nodes.conf'),
+          '--cluster-node-timeout',
+          '2000',
+          '--dir',
+          nodeDir,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--protected-mode',
+          'yes',
+        ],
+        { stdio: 'ignore' },
+      );
+      running.add(proc);
+      proc.once('exit', () => running.delete(proc));
+      children.push(proc);
+      ports.push(port);
+    }
+    await Promise.all(ports.map((port) => waitForPort(port)));
+    const create = spawnSync(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...ports.map((p) => `127.0.0.1:${p}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    if (create.status !== 0)
+      throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    const until = Date.now() + 20_000;
+    while (!ports.every((port) => clusterInfo(port).includes('cluster_state:ok'))) {
+      if (Date.now() > until) throw new Error('the Redis Cluster did not reach cluster_state:ok within 20 s');
+      await sleep(100);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`), stop };
+}

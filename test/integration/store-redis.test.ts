@@ -1,0 +1,166 @@
+/**
+ * The TokenStore contract against a real redis-server and a real three-node Redis Cluster, plus
+ * what only Redis can show: outages and recovery on the same store instance.
+ */
+import assert from 'node:assert/strict';
+import { Cluster, Redis } from 'ioredis';
+import { isBrokerError } from '../../src/broker/errors.js';
+import { loadConfig, type StoreConfig } from '../../src/config/load.js';
+import type { KeyRing } from '../../src/store/key-ring.js';
+import { tokenKey } from '../../src/store/keys.js';
+import { connectRedis, type RedisClient } from '../../src/store/redis-connection.js';
+import { createRedisStore } from '../../src/store/redis-store.js';
+import type { TokenStore } from '../../src/store/token-store.js';
+import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import {
+  contractKeyRing,
+  freshRef,
+  sampleRecord,
+  storeContract,
+  type RawAccess,
+} from '../unit/store-contract.js';
+
+function storeConfig(env: Record<string, string>): StoreConfig {
+  return loadConfig({ env: { CREDBROKER_STORE_COMMAND_TIMEOUT: '500ms', ...env } }).store;
+}
+
+function openStore(config: StoreConfig, keyRing: KeyRing | undefined): TokenStore {
+  const connections = connectRedis(config)!;
+  return createRedisStore({ connections, keyRing, commandTimeoutMs: config.command_timeout });
+}
+
+/** Waits until the store answers (connections start in the background). */
+async function ready(store: TokenStore): Promise<TokenStore> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await store.ping();
+      return store;
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function masters(client: RedisClient): Redis[] {
+  return client instanceof Cluster ? client.nodes('master') : [client];
+}
+
+function rawAccess(client: RedisClient): RawAccess {
+  return {
+    async scan(pattern) {
+      const found: { key: string; pttl: number; content: Buffer }[] = [];
+      for (const node of masters(client)) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+          cursor = next;
+          for (const key of keys) {
+            const type = await node.type(key);
+            let content: Buffer = Buffer.alloc(0);
+            if (type === 'hash') {
+              const fields = Object.entries(await node.hgetallBuffer(key));
+              content = Buffer.concat(fields.flatMap(([field, value]) => [Buffer.from(field), value]));
+            } else if (type === 'string') {
+              content = (await node.getBuffer(key)) ?? content;
+            }
+            found.push({ key, pttl: await node.pttl(key), content });
+          }
+        } while (cursor !== '0');
+      }
+      return found;
+    },
+    async copyToken(from, to) {
+      const fields = await client.hgetallBuffer(tokenKey(from));
+      await client.hset(tokenKey(to), fields);
+      await client.pexpire(tokenKey(to), 60_000);
+    },
+  };
+}
+
+describe('Redis store', function () {
+  this.timeout(60_000);
+
+  describe('standalone', () => {
+    let server: RedisServer;
+    let config: StoreConfig;
+    let store: TokenStore;
+    let raw: Redis;
+    storeContract('redis (standalone)', {
+      raw: true,
+      setup: async () => {
+        server = await startRedis();
+        config = storeConfig({ CREDBROKER_REDIS_URL: server.url });
+        store = await ready(openStore(config, contractKeyRing));
+        raw = new Redis(server.url, { lazyConnect: false });
+        return { store, raw: rawAccess(raw), reopen: async (ring) => ready(openStore(config, ring)) };
+      },
+      teardown: async () => {
+        await store?.close();
+        raw?.disconnect();
+        await server?.stop();
+      },
+    });
+  });
+
+  describe('cluster', () => {
+    let cluster: RedisCluster;
+    let config: StoreConfig;
+    let store: TokenStore;
+    let raw: Cluster;
+    storeContract('redis (three-node cluster)', {
+      raw: true,
+      setup: async () => {
+        cluster = await startRedisCluster();
+        config = storeConfig({ CREDBROKER_REDIS_CLUSTER: cluster.urls.join(',') });
+        store = await ready(openStore(config, contractKeyRing));
+        raw = new Cluster(cluster.ports.map((port) => ({ host: '127.0.0.1', port })));
+        await new Promise((resolve) => raw.once('ready', resolve));
+        return { store, raw: rawAccess(raw), reopen: async (ring) => ready(openStore(config, ring)) };
+      },
+      teardown: async () => {
+        await store?.close();
+        raw?.disconnect();
+        await cluster?.stop();
+      },
+    });
+  });
+
+  describe('outage', () => {
+    let server: RedisServer;
+    let store: TokenStore;
+    before(async () => {
+      server = await startRedis();
+      store = await ready(openStore(storeConfig({ CREDBROKER_REDIS_URL: server.url }), contractKeyRing));
+    });
+    after(async () => {
+      await store?.close();
+      await server?.stop();
+    });
+
+    it('fails with STORE_UNAVAILABLE within the command timeout while Redis is down, and recovers on the same instance', async () => {
+      const ref = freshRef();
+      await store.putToken(ref, sampleRecord(), 60_000);
+      await server.stop();
+      for (const op of [() => store.getToken(ref), () => store.acquireLock(ref, 1_000), () => store.ping()]) {
+        const t = performance.now();
+        await assert.rejects(op(), (err: unknown) => {
+          assert.ok(isBrokerError(err, 'STORE_UNAVAILABLE'), String(err));
+          assert.ok(err.retryAfterMs !== undefined && err.retryAfterMs > 0);
+          return true;
+        });
+        assert.ok(performance.now() - t < 1_500, `took ${Math.round(performance.now() - t)} ms`);
+      }
+      await server.start();
+      await ready(store);
+      // No persistence: the record died with the server, but every operation works again.
+      assert.equal(await store.getToken(ref), undefined);
+      assert.equal(await store.putToken(ref, sampleRecord(), 60_000), 1);
+      const owner = await store.acquireLock(ref, 1_000);
+      assert.ok(owner);
+      assert.equal(await store.releaseLock(ref, owner), true);
+    });
+  });
+});
