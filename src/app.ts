@@ -3,6 +3,7 @@
  * configuration. Everything with a lifecycle is returned in `resources`, closed at shutdown.
  */
 import type { BrokerApi } from './broker/api.js';
+import type { BrokerMetrics } from './broker/metrics.js';
 import { notImplementedApi } from './broker/not-implemented.js';
 import type { Config } from './config/load.js';
 import type { Logger } from './logger.js';
@@ -17,6 +18,12 @@ export interface App {
   readonly resources: readonly { close(): Promise<void> | void }[];
 }
 
-export async function createApp(_config: Config, _logger: Logger): Promise<App> {
+/** What the entry point hands the composition root besides configuration and logger. */
+export interface AppOptions {
+  /** Domain metrics hooks (src/server/metrics.ts); default: discard. */
+  readonly metrics?: BrokerMetrics;
+}
+
+export async function createApp(_config: Config, _logger: Logger, _options: AppOptions = {}): Promise<App> {
   return { api: notImplementedApi, observers: [], resources: [] };
 }

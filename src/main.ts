@@ -6,6 +6,8 @@ import { createApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config/load.js';
 import { createLogger, type Logger } from './logger.js';
 import { routeGrpcLogs } from './server/grpc-logs.js';
+import { createMetrics, type MetricsHttpServer } from './server/metrics.js';
+import { startReadiness, type Readiness } from './server/readiness.js';
 import { checkExposure } from './server/security/exposure.js';
 import { createTlsCredentials } from './server/security/tls.js';
 import { BrokerServer, withPort } from './server/server.js';
@@ -37,21 +39,43 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
     throw new ConfigError([(err as Error).message]);
   }
   routeGrpcLogs(logger);
-  const app = await createApp(config, logger);
+  const metrics = createMetrics();
+  const app = await createApp(config, logger, { metrics: metrics.brokerMetrics });
+  let readiness: Readiness | undefined;
+  let metricsHttp: MetricsHttpServer | undefined;
   const server = new BrokerServer({
     config,
     logger,
     api: app.api,
-    observers: app.observers,
+    observers: [...app.observers, metrics.observer],
     ...(app.authorize ? { authorize: app.authorize } : {}),
     ...(credentials ? { credentials } : {}),
-    resources: app.resources,
+    // Stop probing first (shutdown owns health now); keep /metrics up until the very end.
+    resources: [{ close: () => readiness?.close() }, ...app.resources, { close: () => metricsHttp?.close() }],
   });
+  if (app.probe) {
+    // The first probe runs before the ports are bound, so readiness is honest from the start.
+    readiness = startReadiness({
+      probe: app.probe,
+      health: server.health,
+      intervalMs: config.store.probe_interval,
+      logger,
+      onResult: metrics.setStoreUp,
+    });
+    await readiness.check();
+  }
   const ports = await server.start();
+  try {
+    if (config.metrics_listen !== '') metricsHttp = await metrics.startHttp(config.metrics_listen, logger);
+  } catch (err) {
+    await server.shutdown();
+    throw err;
+  }
   logger.info(
     {
       listen: withPort(config.listen, ports.api),
       healthListen: ports.health === undefined ? undefined : withPort(config.health_listen, ports.health),
+      metricsListen: metricsHttp ? withPort(config.metrics_listen, metricsHttp.port) : undefined,
       providers: config.providers.map((p) => p.id),
       reflection: config.reflection,
       configFile: config.source.file,
