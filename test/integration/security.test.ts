@@ -385,6 +385,34 @@ tls:
     });
   });
 
+  describe('client CA rotation', () => {
+    it('accepts client certificates from a CA added to the client CA file, without a restart', async () => {
+      const caFile = join(pki.dir, 'live-client-ca.crt');
+      copyFileSync(ca.certFile, caFile);
+      const ts = await start(`${providers}
+tls:
+  cert_file: ${serverCert.certFile}
+  key_file: ${serverCert.keyFile}
+  client_ca_file: ${caFile}
+  reload_interval: 50ms
+`);
+      const nextCa = pki.ca('next-client-ca');
+      const client = nextCa.issue('next-client', { subject: '/CN=next-client', usage: 'client' });
+      await assert.rejects(getToken(tlsClient(ts.address, client), 'corp'), { code: status.UNAVAILABLE });
+
+      writeFileSync(caFile, Buffer.concat([ca.cert, nextCa.cert]));
+      let accepted = false;
+      for (let i = 0; i < 50 && !accepted; i++) {
+        await sleep(50);
+        accepted = await getToken(tlsClient(ts.address, client), 'corp').then(
+          (res) => res.accessToken === TOKEN,
+          () => false,
+        );
+      }
+      assert.ok(accepted, 'a certificate from the added CA is accepted');
+    });
+  });
+
   describe('secure by default', () => {
     it('refuses to serve on 0.0.0.0 without caller authentication or insecure, exiting non-zero and saying why', async () => {
       const port = await freePort();
