@@ -1,0 +1,66 @@
+/**
+ * The record a login writes (DESIGN §3), from the IdP's token response. Kept apart from the flow
+ * so the rules are plain functions with their own tests.
+ */
+import type { TokenSet } from '../idp/idp-client.js';
+import type { NewTokenRecord, TokenRecord } from '../store/token-store.js';
+
+/** RFC 6750: the token type when the response names none. */
+const BEARER = 'Bearer';
+
+export interface LoginRecordInput {
+  readonly tokens: TokenSet;
+  /** The IdP subject (ID token `sub` or user-API id); undefined for plain OAuth 2.0. */
+  readonly subject: string | undefined;
+  /** What the login asked for: the granted scopes when the response names none (RFC 6749 §5.1). */
+  readonly requestedScopes: readonly string[];
+  /** The record already stored for this user, read only when the login returned no refresh token. */
+  readonly previous: TokenRecord | undefined;
+  /** Epoch ms. */
+  readonly now: number;
+}
+
+/**
+ * The record to store after a login. A login that returned no refresh token keeps the stored
+ * one (and its expiry) only when the stored record belongs to the same, known IdP subject; the
+ * design this replaces erased it.
+ */
+export function loginRecord(input: LoginRecordInput): NewTokenRecord {
+  const { tokens, subject, previous } = input;
+  const issued = tokens.refreshToken !== undefined && tokens.refreshToken !== '';
+  const keep =
+    !issued &&
+    subject !== undefined &&
+    previous !== undefined &&
+    previous.subject === subject &&
+    previous.refreshToken !== undefined &&
+    previous.refreshToken !== '' &&
+    (previous.refreshExpiresAt === undefined || previous.refreshExpiresAt > input.now);
+  return {
+    accessToken: tokens.accessToken,
+    refreshToken: issued ? tokens.refreshToken : keep ? previous.refreshToken : undefined,
+    tokenType: tokens.tokenType ?? BEARER,
+    expiresAt: tokens.expiresAt,
+    refreshExpiresAt: issued ? tokens.refreshExpiresAt : keep ? previous.refreshExpiresAt : undefined,
+    scopes: tokens.scopes ?? input.requestedScopes,
+    idToken: tokens.idToken,
+    obtainedVia: 'login',
+    updatedAt: input.now,
+    subject,
+  };
+}
+
+/**
+ * How long the store keeps a login's record (DESIGN §3): until the refresh token expires when
+ * the IdP said when, else `maxRecordTtlMs`; without a refresh token, until the access token
+ * expires. At least 1 ms: every Redis write has a TTL.
+ */
+export function loginRecordTtlMs(
+  record: Pick<NewTokenRecord, 'refreshToken' | 'refreshExpiresAt' | 'expiresAt'>,
+  now: number,
+  maxRecordTtlMs: number,
+): number {
+  const until =
+    record.refreshToken === undefined ? record.expiresAt : (record.refreshExpiresAt ?? now + maxRecordTtlMs);
+  return Math.max(1, until - now);
+}
