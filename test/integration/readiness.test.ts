@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { API_SERVICE_NAME } from '../../src/server/health.js';
 import { startReadiness, type Readiness } from '../../src/server/readiness.js';
+import { createStore, type TokenStore } from '../../src/store/index.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, testConfig, type TestServer } from '../helpers/server.js';
 
 const INTERVAL_MS = 200;
 
@@ -28,36 +28,44 @@ async function waitForStatus(
 
 describe('Readiness', () => {
   let redis: RedisServer | undefined;
-  let client: Redis | undefined;
+  let store: TokenStore | undefined;
   let ts: TestServer | undefined;
   let readiness: Readiness | undefined;
   afterEach(async () => {
     readiness?.close();
     await ts?.stop();
-    client?.disconnect();
+    await store?.close();
     await redis?.stop();
     readiness = undefined;
     ts = undefined;
-    client = undefined;
+    store = undefined;
     redis = undefined;
   });
 
   it('reports the API NOT_SERVING while Redis is down and SERVING again when it returns; liveness stays SERVING', async () => {
     redis = await startRedis();
-    // Fail fast while disconnected instead of queueing, as the Redis store does.
-    client = new Redis(redis.url, {
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: 500,
-      retryStrategy: () => 100,
-      lazyConnect: true,
-    });
-    client.on('error', () => {});
-    await client.connect();
     ts = await startTestServer();
+    const config = testConfig('', {
+      CREDBROKER_REDIS_URL: redis.url,
+      CREDBROKER_STORE_COMMAND_TIMEOUT: '500ms',
+    });
+    // The production probe: the Redis TokenStore's ping.
+    store = createStore(config.store, undefined, ts.logs.logger);
+    // The store fails fast instead of queueing, also while it makes its first connection.
+    for (
+      let i = 0;
+      !(await store.ping().then(
+        () => true,
+        () => false,
+      ));
+      i++
+    ) {
+      assert.ok(i < 100, 'the store connects to redis-server');
+      await sleep(50);
+    }
     const results: boolean[] = [];
     readiness = startReadiness({
-      probe: () => client!.ping(),
+      probe: () => store!.ping(),
       health: ts.server.health,
       intervalMs: INTERVAL_MS,
       logger: ts.logs.logger,
