@@ -115,6 +115,7 @@ func main() {
 	userID := flag.String("user-id", "", "the user whose token to get (required)")
 	provider := flag.String("provider", "", "provider id; may be empty with one provider configured")
 	minValidFor := flag.Duration("min-valid-for", 60*time.Second, "how long the token must stay valid")
+	attempts := flag.Int("attempts", 3, "tries for retryable errors")
 	flag.Parse()
 	if *userID == "" {
 		fmt.Fprintln(os.Stderr, "-user-id is required")
@@ -133,7 +134,7 @@ func main() {
 		UserId:      *userID,
 		Provider:    *provider,
 		MinValidFor: durationpb.New(*minValidFor),
-	}, 3)
+	}, *attempts)
 
 	switch {
 	case bErr == nil:

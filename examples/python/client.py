@@ -116,12 +116,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--provider", default="", help="may be empty with one provider configured")
     parser.add_argument("--min-valid-for", type=int, default=60, help="seconds the token must stay valid")
+    parser.add_argument("--attempts", type=int, default=3, help="tries for retryable errors")
     args = parser.parse_args(argv)
 
     # Production: grpc.secure_channel(target, grpc.ssl_channel_credentials(...)) for (m)TLS.
     with grpc.insecure_channel(args.target) as channel:
         result = get_token(
-            broker_pb2_grpc.CredentialBrokerStub(channel), args.user_id, args.provider, args.min_valid_for
+            broker_pb2_grpc.CredentialBrokerStub(channel),
+            args.user_id,
+            args.provider,
+            args.min_valid_for,
+            attempts=args.attempts,
         )
 
     if isinstance(result, broker_pb2.GetValidSubjectTokenResponse):

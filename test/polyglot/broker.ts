@@ -1,17 +1,25 @@
 /**
- * A real broker for the polyglot clients: the real gRPC server (validation, error mapping,
- * google.rpc.Status trailer) on 127.0.0.1:0, with one user's token seeded.
+ * A real broker for the polyglot clients: a real redis-server, the Redis TokenStore (sealed
+ * records), the real token service (src/broker/get-token.ts) and the real gRPC server
+ * (validation, error mapping, google.rpc.Status trailer) on 127.0.0.1:0. One user's token is
+ * seeded through the store, as CompleteLogin would have written it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { BrokerApi, GetTokenInput } from '../../src/broker/api.js';
-import { reauthRequired } from '../../src/broker/errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { notImplementedApi } from '../../src/broker/not-implemented.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { createIdpRegistry } from '../../src/idp/registry.js';
+import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { captureLogs } from '../helpers/log-capture.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { startTestServer, testConfig, type TestServer } from '../helpers/server.js';
 
 export const PROVIDER = 'corp';
+// Explicit endpoints (no discovery): the seeded token is valid for an hour, the IdP is never called.
 const PROVIDER_YAML = `providers:
   - id: ${PROVIDER}
-    issuer: https://login.example.com
+    authorization_endpoint: https://login.example.com/authorize
+    token_endpoint: https://login.example.com/token
     client_id: c
     client_secret: s
     redirect_uris: [https://app.example.com/cb]
@@ -24,37 +32,95 @@ export interface PolyglotBroker {
   readonly tokenSha256: string;
   readonly expiresAt: Date;
   readonly server: TestServer;
+  readonly redis: RedisServer;
   stop(): Promise<void>;
 }
 
+/** Waits for the store's connection (it connects in the background and queues nothing offline). */
+async function connected(store: TokenStore): Promise<void> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await store.ping();
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await sleep(25);
+    }
+  }
+}
+
 export async function startPolyglotBroker(): Promise<PolyglotBroker> {
-  const userId = 'alice@example.com';
-  const accessToken = `at-${randomBytes(16).toString('hex')}`;
-  const expiresAt = new Date(Math.floor(Date.now() / 1000) * 1000 + 3600_000);
-  // TODO(issue 8): serve from the real token service once src/broker/get-token.ts lands.
-  const records = new Map([[`${PROVIDER}/${userId}`, { accessToken, expiresAt }]]);
-  const api: BrokerApi = {
-    ...notImplementedApi,
-    getValidSubjectToken: async (input: GetTokenInput) => {
-      const record = records.get(`${input.provider}/${input.userId}`);
-      if (!record) throw reauthRequired('NO_TOKEN', input);
-      return {
-        accessToken: record.accessToken,
+  const redis = await startRedis();
+  const env = {
+    CREDBROKER_REDIS_URL: redis.url,
+    CREDBROKER_STORE_SUBJECT_TOKENS: 'true',
+    CREDBROKER_KEYS: `k1:${randomBytes(32).toString('base64')}`,
+    CREDBROKER_STORE_COMMAND_TIMEOUT: '300ms',
+  };
+  const config = testConfig(PROVIDER_YAML, env);
+  let store: TokenStore | undefined;
+  let tokens: TokenService | undefined;
+  let server: TestServer | undefined;
+  try {
+    const keyRing = loadKeyRing(config.store);
+    const logs = captureLogs('warn');
+    store = createStore(config.store, keyRing, logs.logger);
+    const idps = await createIdpRegistry(config, { logger: logs.logger });
+    tokens = createTokenService({
+      store,
+      idps,
+      storageEnabled: keyRing !== undefined && config.store.subject_tokens,
+      lockLeaseMs: config.refresh.lock_lease,
+      logger: logs.logger,
+    });
+    await connected(store);
+    const userId = 'alice@example.com';
+    const accessToken = `at-${randomBytes(24).toString('base64url')}`;
+    const now = Date.now();
+    const expiresAt = new Date(Math.floor(now / 1000) * 1000 + 3600_000);
+    await store.putToken(
+      { provider: PROVIDER, userId },
+      {
+        accessToken,
+        refreshToken: `rt-${randomBytes(24).toString('base64url')}`,
         tokenType: 'Bearer',
-        expiresAt: record.expiresAt,
+        expiresAt: expiresAt.getTime(),
+        refreshExpiresAt: undefined,
         scopes: ['openid', 'profile'],
-        source: 'STORED',
-        degraded: false,
-      };
-    },
-  };
-  const server = await startTestServer({ yaml: PROVIDER_YAML, api });
-  return {
-    address: server.address,
-    userId,
-    tokenSha256: createHash('sha256').update(accessToken).digest('hex'),
-    expiresAt,
-    server,
-    stop: () => server.stop(),
-  };
+        idToken: undefined,
+        obtainedVia: 'login',
+        updatedAt: now,
+        subject: 'sub-alice',
+      },
+      24 * 3600_000,
+    );
+    server = await startTestServer({
+      config,
+      api: {
+        ...notImplementedApi,
+        getValidSubjectToken: tokens.getValidSubjectToken,
+        revokeSubjectToken: tokens.revokeSubjectToken,
+      },
+    });
+    const [s, st, t] = [server, store, tokens];
+    return {
+      address: s.address,
+      userId,
+      tokenSha256: createHash('sha256').update(accessToken).digest('hex'),
+      expiresAt,
+      server: s,
+      redis,
+      stop: async () => {
+        await s.stop();
+        await t.idle();
+        await st.close();
+        await redis.stop();
+      },
+    };
+  } catch (err) {
+    await server?.stop();
+    await store?.close();
+    await redis.stop();
+    throw err;
+  }
 }
