@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 /**
- * The `credbroker` command line: serve (default), check-config, keygen, healthcheck.
+ * The `credbroker` command line: serve (default), check-config, keygen, rotate-keys, healthcheck.
  * Exit codes: 0 success, 1 failure, 2 usage or configuration error.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { stringify } from 'yaml';
 import { checkHealth, localAddress } from './cli/healthcheck.js';
 import { generateKey } from './cli/keygen.js';
+import { runRotateKeys } from './cli/rotate-keys.js';
 import { parseDuration } from './config/duration.js';
 import { ConfigError, loadConfig, maskConfig } from './config/load.js';
 import { serve } from './main.js';
@@ -58,6 +59,24 @@ const commands: Record<string, Command> = {
       process.stdout.write(`${id}:${key}\n`);
       return 0;
     },
+  },
+  'rotate-keys': {
+    summary: 're-seal every stored token record under the active key',
+    usage: `credbroker rotate-keys [--config FILE] [--resume NODE:CURSOR]
+
+  Scans every Redis master (each Cluster master in turn) and re-seals each token record that is
+  not yet under store.active_key, keeping its generation and TTL; a record the broker rewrites
+  meanwhile is left to that write. Idempotent: safe to re-run. Prints progress after every batch
+  with the position to --resume from, then a summary (re-sealed, already current,
+  undecryptable). Exit 0 done, 1 Redis failed mid-way, 2 configuration error.`,
+    options: { ...configOption, resume: { type: 'string' } },
+    run: (values) =>
+      runRotateKeys({
+        env,
+        configFile: values.config as string | undefined,
+        resume: values.resume as string | undefined,
+        out: (line) => process.stdout.write(`${line}\n`),
+      }),
   },
   healthcheck: {
     summary: 'call grpc.health.v1 Check; exit 0 only when SERVING',
