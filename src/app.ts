@@ -3,10 +3,13 @@
  * configuration. Everything with a lifecycle is returned in `resources`, closed at shutdown.
  */
 import type { BrokerApi } from './broker/api.js';
+import { createTokenService } from './broker/get-token.js';
+import { createLoginFlow } from './broker/login.js';
 import type { BrokerMetrics } from './broker/metrics.js';
-import { notImplementedApi } from './broker/not-implemented.js';
 import type { Config } from './config/load.js';
+import { createIdpRegistry } from './idp/registry.js';
 import type { Logger } from './logger.js';
+import { createStore, loadKeyRing } from './store/index.js';
 import type { Authorizer, CallObserver } from './server/call.js';
 
 export interface App {
@@ -24,6 +27,52 @@ export interface AppOptions {
   readonly metrics?: BrokerMetrics;
 }
 
-export async function createApp(_config: Config, _logger: Logger, _options: AppOptions = {}): Promise<App> {
-  return { api: notImplementedApi, observers: [], resources: [] };
+export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
+  const keyRing = loadKeyRing(config.store);
+  // DESIGN §3: no key at all means storage disabled, loudly.
+  const storageEnabled = config.store.subject_tokens && keyRing !== undefined;
+  if (config.store.subject_tokens && keyRing === undefined) {
+    logger.warn('store.subject_tokens is on but no encryption key is configured: token storage is DISABLED');
+  }
+  const store = createStore(config.store, keyRing, logger);
+  const idps = await createIdpRegistry(config, { logger });
+  const login = createLoginFlow({
+    store,
+    idps,
+    storageEnabled,
+    loginStateTtlMs: config.store.login_state_ttl,
+    maxRecordTtlMs: config.store.max_record_ttl,
+    logger,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+  });
+  const tokens = createTokenService({
+    store,
+    idps,
+    storageEnabled,
+    lockLeaseMs: config.refresh.lock_lease,
+    maxRecordTtlMs: config.store.max_record_ttl,
+    logger,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+  });
+  const api: BrokerApi = {
+    startLogin: login.startLogin,
+    completeLogin: login.completeLogin,
+    getValidSubjectToken: tokens.getValidSubjectToken,
+    revokeSubjectToken: tokens.revokeSubjectToken,
+  };
+  return {
+    api,
+    observers: [],
+    ...(store.kind === 'memory'
+      ? {}
+      : {
+          probe: () =>
+            store.ping().then(
+              () => true,
+              () => false,
+            ),
+        }),
+    // Refreshes in flight finish (and release their locks) before the store closes.
+    resources: [{ close: () => tokens.idle().then(() => store.close()) }],
+  };
 }
