@@ -3,6 +3,10 @@
  * what only Redis can show: outages and recovery on the same store instance.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { isBrokerError } from '../../src/broker/errors.js';
 import { loadConfig, type StoreConfig } from '../../src/config/load.js';
@@ -12,7 +16,8 @@ import { connectRedis, type RedisClient } from '../../src/store/redis-connection
 import { createRedisStore } from '../../src/store/redis-store.js';
 import type { TokenStore } from '../../src/store/token-store.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { freePort } from '../helpers/ports.js';
+import { startRedis, waitForPort, type RedisServer } from '../helpers/redis.js';
 import {
   contractKeyRing,
   freshRef,
@@ -80,6 +85,40 @@ function rawAccess(client: RedisClient): RawAccess {
   };
 }
 
+/** A real Sentinel (`redis-server --sentinel`) monitoring `masterPort` as `credbroker`. */
+async function startSentinel(masterPort: number): Promise<{ address: string; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'credbroker-sentinel-'));
+  const port = await freePort();
+  const conf = join(dir, 'sentinel.conf');
+  writeFileSync(
+    conf,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${dir}`,
+      `sentinel monitor credbroker 127.0.0.1 ${masterPort} 1`,
+      'sentinel down-after-milliseconds credbroker 5000',
+      '',
+    ].join('\n'),
+  );
+  const proc = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' });
+  const kill = () => proc.kill('SIGKILL');
+  process.once('exit', kill);
+  await waitForPort(port);
+  return {
+    address: `127.0.0.1:${port}`,
+    stop: async () => {
+      process.off('exit', kill);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((resolve) => proc.once('exit', resolve));
+        proc.kill('SIGKILL');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('Redis store', function () {
   this.timeout(60_000);
 
@@ -100,6 +139,35 @@ describe('Redis store', function () {
       teardown: async () => {
         await store?.close();
         raw?.disconnect();
+        await server?.stop();
+      },
+    });
+  });
+
+  describe('sentinel', () => {
+    let server: RedisServer;
+    let sentinel: { address: string; stop(): Promise<void> };
+    let config: StoreConfig;
+    let store: TokenStore;
+    let raw: Redis;
+    storeContract('redis (through Sentinel)', {
+      raw: true,
+      setup: async () => {
+        server = await startRedis();
+        sentinel = await startSentinel(server.port);
+        config = storeConfig({
+          CREDBROKER_REDIS_SENTINELS: sentinel.address,
+          CREDBROKER_REDIS_SENTINEL_NAME: 'credbroker',
+        });
+        store = await ready(openStore(config, contractKeyRing));
+        assert.equal(store.kind, 'redis-sentinel');
+        raw = new Redis(server.url);
+        return { store, raw: rawAccess(raw), reopen: async (ring) => ready(openStore(config, ring)) };
+      },
+      teardown: async () => {
+        await store?.close();
+        raw?.disconnect();
+        await sentinel?.stop();
         await server?.stop();
       },
     });
