@@ -11,6 +11,7 @@ import { createIdpRegistry } from './idp/registry.js';
 import type { Logger } from './logger.js';
 import { createStore, loadKeyRing } from './store/index.js';
 import type { Authorizer, CallObserver } from './server/call.js';
+import { createAuditLog } from './server/security/audit.js';
 
 export interface App {
   readonly api: BrokerApi;
@@ -52,6 +53,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     lockLeaseMs: config.refresh.lock_lease,
     maxRecordTtlMs: config.store.max_record_ttl,
     logger,
+    // Refreshes are audited by the domain; calls by the server's audit observer (same logger name).
+    audit: createAuditLog(logger),
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   const api: BrokerApi = {
