@@ -51,6 +51,16 @@ export interface TokenFailure {
   readonly error?: string;
 }
 
+/** A token endpoint response as the provider sent it. */
+export interface IssuedTokens {
+  readonly grant_type: string;
+  readonly access_token: string;
+  readonly refresh_token?: string;
+  readonly id_token?: string;
+  readonly expires_in?: number;
+  readonly scope?: string;
+}
+
 export interface TestOidcProvider {
   readonly issuer: string;
   readonly port: number;
@@ -65,6 +75,8 @@ export interface TestOidcProvider {
   };
   /** Successful token-endpoint grants served so far, by grant_type. */
   grantsServed(grantType: 'authorization_code' | 'refresh_token'): number;
+  /** Every successful token response body, in order: what the provider really issued. */
+  readonly issued: readonly IssuedTokens[];
   /** Access-token lifetime for tokens issued from now on, seconds. */
   setAccessTokenTtl(seconds: number): void;
   /** Delay added before every token-endpoint response, ms (0: none). */
@@ -116,6 +128,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
   let tokenFailure: TokenFailure | undefined;
   let idTokenAudience: string | undefined;
   const grants = { authorization_code: 0, refresh_token: 0 };
+  const issued: IssuedTokens[] = [];
 
   let handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.statusCode = 503;
@@ -245,6 +258,15 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
       return;
     }
     await next();
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (
+      ctx.status === 200 &&
+      typeof body === 'object' &&
+      body !== null &&
+      typeof body.access_token === 'string'
+    ) {
+      issued.push({ ...(body as unknown as IssuedTokens), grant_type: String(ctx.oidc?.params?.grant_type) });
+    }
   });
   provider.on('grant.success', (...args: unknown[]) => {
     const grantType = (args[0] as KoaContext).oidc?.params?.grant_type;
@@ -268,6 +290,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
       jwks: `${issuer}/jwks`,
     },
     grantsServed: (grantType) => grants[grantType],
+    issued,
     setAccessTokenTtl: (seconds) => {
       accessTokenTtl = seconds;
     },
