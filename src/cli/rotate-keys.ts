@@ -14,7 +14,7 @@ import { Cluster } from 'ioredis';
 import { isBrokerError } from '../broker/errors.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { envelopeKeyId } from '../store/envelope.js';
-import { KeyRingError, loadKeyRing, type KeyRing } from '../store/key-ring.js';
+import { loadKeyRing, type KeyRing } from '../store/key-ring.js';
 import { TOKEN_KEY_PATTERN, tokenKey } from '../store/keys.js';
 import { openRecord, sealRecord } from '../store/record-codec.js';
 import { connectRedis, type RedisClient } from '../store/redis-connection.js';
@@ -150,13 +150,7 @@ export interface RunRotateKeysOptions {
  */
 export async function runRotateKeys(options: RunRotateKeysOptions): Promise<number> {
   const config = loadConfig({ env: options.env, file: options.configFile });
-  let keyRing: KeyRing | undefined;
-  try {
-    keyRing = loadKeyRing(config.store);
-  } catch (err) {
-    if (err instanceof KeyRingError) throw new ConfigError([err.message]);
-    throw err;
-  }
+  const keyRing = loadKeyRing(config.store); // KeyRingError is a ConfigError: exit 2
   if (keyRing === undefined) {
     throw new ConfigError(['store.keys / store.keys_file: rotate-keys needs a key ring; none is configured']);
   }

@@ -17,7 +17,7 @@ export type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './toke
 /**
  * @param keyRing undefined when no key is configured: token storage disabled (login state still
  *   works); the caller has already warned
- * @throws Error when a configured Redis password file cannot be read
+ * @throws ConfigError when a configured Redis password file cannot be read
  */
 export function createStore(config: StoreConfig, keyRing: KeyRing | undefined, logger: Logger): TokenStore {
   const connections = connectRedis(config);

@@ -9,6 +9,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from '../config/load.js';
 
 /** AES-256: 32-byte keys. */
 export const KEY_BYTES = 32;
@@ -30,9 +31,17 @@ export interface KeyRing {
   get(id: string): RingKey | undefined;
 }
 
-/** A malformed key ring. The message names the problem, never the key bytes. */
-export class KeyRingError extends Error {
-  override readonly name = 'KeyRingError';
+/**
+ * A malformed key ring: a configuration error (the CLI exits 2 with it). The message names the
+ * problem, never the key bytes.
+ */
+export class KeyRingError extends ConfigError {
+  /** The one problem, without the "invalid configuration" preamble. */
+  readonly problem: string;
+  constructor(problem: string) {
+    super([problem]);
+    this.problem = problem;
+  }
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { StoreConfig } from '../config/load.js';
+import { ConfigError, type StoreConfig } from '../config/load.js';
 
 /** Reconnect back-off: 50 ms growing to at most 1 s, never giving up. */
 export function reconnectDelay(attempt: number): number {
@@ -31,7 +31,9 @@ function readPassword(field: string, path: string | undefined): string | undefin
   try {
     return readFileSync(path, 'utf8').trim();
   } catch (err) {
-    throw new Error(`${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError([
+      `${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    ]);
   }
 }
 

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ConfigError } from '../../src/config/load.js';
 import { createKeyRing, KeyRingError, loadKeyRing } from '../../src/store/key-ring.js';
 
 const b64 = () => randomBytes(32).toString('base64');
@@ -10,6 +11,7 @@ const b64 = () => randomBytes(32).toString('base64');
 function assertRingError(fn: () => unknown, pattern: RegExp, secret?: string): void {
   assert.throws(fn, (err: unknown) => {
     assert.ok(err instanceof KeyRingError, String(err));
+    assert.ok(err instanceof ConfigError, 'a start-up configuration error (exit 2)');
     assert.match(err.message, pattern);
     if (secret !== undefined) assert.ok(!err.message.includes(secret), 'message leaks key material');
     return true;
