@@ -16,6 +16,8 @@ export interface Running {
   readonly server: BrokerServer;
   readonly config: Config;
   readonly logger: Logger;
+  /** The bound metrics port; undefined when metrics_listen is empty. */
+  readonly metricsPort: number | undefined;
 }
 
 /**
@@ -82,7 +84,7 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
     },
     'credbroker serving',
   );
-  return { server, config, logger };
+  return { server, config, logger, metricsPort: metricsHttp?.port };
 }
 
 /** The `serve` command: returns the exit code once the server has shut down. */
