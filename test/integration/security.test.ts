@@ -340,6 +340,39 @@ callers:
     });
   });
 
+  describe('with optional client certificates (require_client_cert: false)', () => {
+    it('identifies by trusted certificates only: an untrusted one never names a caller, an API key still works', async () => {
+      const ts = await start(`${providers}
+tls:
+  cert_file: ${serverCert.certFile}
+  key_file: ${serverCert.keyFile}
+  client_ca_file: ${ca.certFile}
+  require_client_cert: false
+callers:
+  - name: orders-service
+    tls_subject: CN=orders.prod.svc, O=Acme
+    allow: [GetValidSubjectToken]
+  - name: orders-by-key
+    api_key_sha256: ${hashApiKey(ORDERS_KEY)}
+    allow: [GetValidSubjectToken]
+`);
+      const trusted = ca.issue('orders-opt', { subject: '/CN=orders.prod.svc/O=Acme', usage: 'client' });
+      const forged = pki
+        .ca('forger-ca')
+        .issue('forged', { subject: '/CN=orders.prod.svc/O=Acme', usage: 'client' });
+      assert.equal((await getToken(tlsClient(ts.address, trusted), 'corp')).accessToken, TOKEN);
+      const c = tlsClient(ts.address, forged);
+      const e = await callError(c, c.getValidSubjectToken, {
+        userId: 'alice@example.com',
+        provider: 'corp',
+        minValidFor: undefined,
+      });
+      assert.equal(e.code, status.UNAUTHENTICATED);
+      assert.equal(e.errorInfo.metadata.cause, 'NO_CREDENTIALS');
+      assert.equal((await getToken(tlsClient(ts.address), 'corp', bearer(ORDERS_KEY))).accessToken, TOKEN);
+    });
+  });
+
   describe('certificate rotation', () => {
     it('serves replaced certificate files to new connections without a restart, and keeps the last good set', async () => {
       const certFile = join(pki.dir, 'live.crt');
