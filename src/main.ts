@@ -56,7 +56,8 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
     resources: [{ close: () => readiness?.close() }, ...app.resources, { close: () => metricsHttp?.close() }],
   });
   if (app.probe) {
-    // The first probe runs before the ports are bound, so readiness is honest from the start.
+    // Bind once the store has answered (or the start-up window, one probe interval, is over),
+    // so a fresh replica is ready when it first answers and readiness is honest from the start.
     readiness = startReadiness({
       probe: app.probe,
       health: server.health,
@@ -64,7 +65,7 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
       logger,
       onResult: metrics.setStoreUp,
     });
-    await readiness.check();
+    await readiness.started();
   }
   const ports = await server.start();
   try {

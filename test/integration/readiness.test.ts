@@ -4,6 +4,7 @@ import { checkHealth } from '../../src/cli/healthcheck.js';
 import { API_SERVICE_NAME } from '../../src/server/health.js';
 import { startReadiness, type Readiness } from '../../src/server/readiness.js';
 import { createStore, type TokenStore } from '../../src/store/index.js';
+import { freePort } from '../helpers/ports.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startTestServer, testConfig, type TestServer } from '../helpers/server.js';
 
@@ -98,6 +99,56 @@ describe('Readiness', () => {
     );
     // Transitions only: not one log line per probe.
     assert.equal(ts.logs.records().filter((l) => String(l.msg).startsWith('store ')).length, 2);
+  });
+
+  it('does not warn while the store makes its first connection, and is SERVING once it answers', async () => {
+    redis = await startRedis();
+    ts = await startTestServer();
+    const config = testConfig('', { CREDBROKER_REDIS_URL: redis.url });
+    store = createStore(config.store, undefined, ts.logs.logger);
+    // Probing starts at once, while the store is still connecting (its first ping fails fast).
+    readiness = startReadiness({
+      probe: () => store!.ping(),
+      health: ts.server.health,
+      intervalMs: 2000,
+      logger: ts.logs.logger,
+    });
+    assert.equal(await readiness.started(), true);
+    assert.equal(
+      await checkHealth({ address: ts.healthAddress!, service: API_SERVICE_NAME, timeoutMs: 1000 }),
+      'SERVING',
+    );
+    assert.equal(ts.logs.records().filter((l) => String(l.msg).startsWith('store ')).length, 0);
+  });
+
+  it('warns once the start-up window is over and the store is still unreachable', async () => {
+    ts = await startTestServer();
+    const port = await freePort();
+    const config = testConfig('', { CREDBROKER_REDIS_URL: `redis://127.0.0.1:${port}` });
+    store = createStore(config.store, undefined, ts.logs.logger);
+    readiness = startReadiness({
+      probe: () => store!.ping(),
+      health: ts.server.health,
+      intervalMs: 300,
+      logger: ts.logs.logger,
+    });
+    assert.equal(await readiness.started(), false);
+    assert.equal(
+      await checkHealth({ address: ts.healthAddress!, service: API_SERVICE_NAME, timeoutMs: 1000 }),
+      'NOT_SERVING',
+    );
+    assert.equal(await checkHealth({ address: ts.healthAddress!, service: '', timeoutMs: 1000 }), 'SERVING');
+    for (
+      let i = 0;
+      i < 40 && !ts.logs.records().some((l) => l.msg === 'store unreachable: readiness NOT_SERVING');
+      i++
+    ) {
+      await sleep(50);
+    }
+    assert.equal(
+      ts.logs.records().filter((l) => l.msg === 'store unreachable: readiness NOT_SERVING').length,
+      1,
+    );
   });
 
   it('counts a probe that hangs past its timeout as not ready', async () => {
