@@ -22,6 +22,7 @@ import {
   type AuthorizationCodeGrantChecks,
   type ClientAuth,
   type CustomFetch,
+  type ServerMetadata,
   type TokenEndpointResponse,
 } from 'openid-client';
 import type { Identity } from '../broker/api.js';
@@ -125,20 +126,35 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
     }
   };
 
+  const execute = p.allow_insecure_http ? [allowInsecureRequests] : [];
+  const configure = (config: Configuration): Configuration => {
+    config[customFetch] = fetchImpl;
+    config.timeout = timeoutSeconds;
+    for (const extension of execute) extension(config);
+    return config;
+  };
+
   const build = async (): Promise<Configuration> => {
-    const execute = p.allow_insecure_http ? [allowInsecureRequests] : [];
     let config: Configuration;
     if (plan.source.kind === 'discovery') {
-      config = await discovery(new URL(plan.source.issuer), p.client_id, {}, clientAuth, {
+      const discovered = await discovery(new URL(plan.source.issuer), p.client_id, {}, clientAuth, {
         [customFetch]: fetchImpl,
         timeout: timeoutSeconds,
         execute,
       });
+      config =
+        Object.keys(plan.source.overrides).length === 0
+          ? discovered
+          : configure(
+              new Configuration(
+                { ...(discovered.serverMetadata() as ServerMetadata), ...plan.source.overrides },
+                p.client_id,
+                {},
+                clientAuth,
+              ),
+            );
     } else {
-      config = new Configuration({ ...plan.source.metadata }, p.client_id, {}, clientAuth);
-      config[customFetch] = fetchImpl;
-      config.timeout = timeoutSeconds;
-      for (const extension of execute) extension(config);
+      config = configure(new Configuration({ ...plan.source.metadata }, p.client_id, {}, clientAuth));
     }
     checkEndpoints(config);
     // OIDC Core §3.1.3.7 allows trusting TLS for an ID token from the token endpoint; we verify

@@ -22,7 +22,12 @@ export interface ExplicitMetadata {
 export interface ProviderPlan {
   /** `discovery`: fetch /.well-known/openid-configuration of `issuer`; `explicit`: `metadata`. */
   readonly source:
-    | { readonly kind: 'discovery'; readonly issuer: string }
+    | {
+        readonly kind: 'discovery';
+        readonly issuer: string;
+        /** Configured endpoints that replace the discovered ones. */
+        readonly overrides: Partial<Omit<ExplicitMetadata, 'issuer'>>;
+      }
     | { readonly kind: 'explicit'; readonly metadata: ExplicitMetadata };
   /** OpenID Connect: an ID token is required and verified (JWKS signature, iss, aud, exp, nonce). */
   readonly oidc: boolean;
@@ -54,6 +59,22 @@ export const GITHUB = {
 /** Entra ID v2.0 issuer of a tenant (a GUID, a domain, or common/organizations/consumers). */
 export function microsoftIssuer(tenant: string): string {
   return `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/v2.0`;
+}
+
+/** Endpoints configured beside an issuer: they replace what discovery finds. */
+function overrides(p: ProviderConfig): Partial<Omit<ExplicitMetadata, 'issuer'>> {
+  const out: Record<string, string> = {};
+  for (const key of [
+    'authorization_endpoint',
+    'token_endpoint',
+    'revocation_endpoint',
+    'userinfo_endpoint',
+    'jwks_uri',
+  ] as const) {
+    const value = p[key];
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
 }
 
 const OIDC_DEFAULT_SCOPES = ['openid', 'profile', 'email'] as const;
@@ -108,7 +129,7 @@ export function resolvePreset(p: ProviderConfig): ProviderPlan {
   switch (p.preset) {
     case 'google':
       return {
-        source: { kind: 'discovery', issuer: p.issuer ?? GOOGLE_ISSUER },
+        source: { kind: 'discovery', issuer: p.issuer ?? GOOGLE_ISSUER, overrides: overrides(p) },
         oidc: true,
         scopes: configured ?? OIDC_DEFAULT_SCOPES,
         userApi: undefined,
@@ -121,7 +142,11 @@ export function resolvePreset(p: ProviderConfig): ProviderPlan {
       };
     case 'microsoft':
       return {
-        source: { kind: 'discovery', issuer: p.issuer ?? microsoftIssuer(p.tenant ?? 'common') },
+        source: {
+          kind: 'discovery',
+          issuer: p.issuer ?? microsoftIssuer(p.tenant ?? 'common'),
+          overrides: overrides(p),
+        },
         oidc: true,
         scopes: configured ?? OIDC_DEFAULT_SCOPES,
         userApi: undefined,
@@ -153,7 +178,7 @@ export function resolvePreset(p: ProviderConfig): ProviderPlan {
           throw new Error(`providers.${p.id}.issuer: needed (or authorization_endpoint and token_endpoint)`);
         }
         return {
-          source: { kind: 'discovery', issuer: p.issuer },
+          source: { kind: 'discovery', issuer: p.issuer, overrides: overrides(p) },
           oidc: (configured ?? OIDC_DEFAULT_SCOPES).includes('openid'),
           scopes: configured ?? OIDC_DEFAULT_SCOPES,
           userApi: undefined,

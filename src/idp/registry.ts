@@ -52,10 +52,10 @@ export async function createIdpRegistry(
       plan = resolvePreset(p);
       const source = plan.source;
       checkUrls(p, {
-        issuer: source.kind === 'discovery' ? source.issuer : p.issuer,
+        issuer: source.kind === 'discovery' ? source.issuer : source.metadata.issuer,
         authorization_endpoint:
-          source.kind === 'explicit' ? source.metadata.authorization_endpoint : undefined,
-        token_endpoint: source.kind === 'explicit' ? source.metadata.token_endpoint : undefined,
+          source.kind === 'explicit' ? source.metadata.authorization_endpoint : p.authorization_endpoint,
+        token_endpoint: source.kind === 'explicit' ? source.metadata.token_endpoint : p.token_endpoint,
         revocation_endpoint: p.revocation_endpoint,
         userinfo_endpoint: p.userinfo_endpoint,
         jwks_uri: p.jwks_uri,

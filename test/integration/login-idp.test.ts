@@ -301,6 +301,23 @@ describe('IdpClient against a real OpenID Provider', () => {
     assert.equal(revoked.oauthError, 'invalid_grant');
   });
 
+  it('applies endpoints configured beside an issuer over the discovered ones', async () => {
+    const discovered = (await registry()).get('basic');
+    assert.equal(
+      await discovered.revoke('not-a-token', 'refresh_token'),
+      'REVOKED',
+      'RFC 7009 §2.2: 200 for unknown tokens',
+    );
+    const overridden = testConfig(
+      providersYaml(op).replace(
+        `    scopes: [openid, email, profile]\n`,
+        `    scopes: [openid, email, profile]\n    revocation_endpoint: ${op.issuer}/no-such-endpoint\n`,
+      ),
+    );
+    const idp = (await createIdpRegistry(overridden, { logger: logs.logger })).get('basic');
+    assert.equal(await idp.revoke('not-a-token', 'refresh_token'), 'FAILED');
+  });
+
   it('logs in through a plain OAuth 2.0 provider: no ID token, no subject', async () => {
     const idp = (await registry()).get('plain');
     assert.equal(idp.oidc, false);

@@ -15,7 +15,11 @@ ${fields}`);
 describe('provider presets', () => {
   it('google: discovery at accounts.google.com, access_type=offline and prompt=consent only when storing', () => {
     const plan = resolvePreset(provider('    preset: google\n'));
-    assert.deepEqual(plan.source, { kind: 'discovery', issuer: 'https://accounts.google.com' });
+    assert.deepEqual(plan.source, {
+      kind: 'discovery',
+      issuer: 'https://accounts.google.com',
+      overrides: {},
+    });
     assert.equal(plan.oidc, true);
     const on = plan.authorization(['openid', 'email', 'offline_access'], true, undefined);
     assert.deepEqual(on.params, { access_type: 'offline', prompt: 'consent' });
@@ -28,6 +32,7 @@ describe('provider presets', () => {
     assert.deepEqual(plan.source, {
       kind: 'discovery',
       issuer: 'https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0',
+      overrides: {},
     });
     assert.ok(plan.authorization(plan.scopes, true, undefined).scopes.includes('offline_access'));
     assert.ok(!plan.authorization(plan.scopes, false, undefined).scopes.includes('offline_access'));
