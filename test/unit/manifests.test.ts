@@ -224,6 +224,16 @@ describe('Dockerfile', () => {
     assert.match(runtime, /HEALTHCHECK [^\n]*\\\n\s+CMD \["node", "dist\/cli.js", "healthcheck"/);
   });
 
+  it('builds a production module graph that never imports the dev mode', () => {
+    const sources = (readdirSync(join(ROOT, 'src'), { recursive: true }) as string[]).filter(
+      (f) => f.endsWith('.ts') && !f.startsWith('dev/') && !f.startsWith('gen/'),
+    );
+    assert.ok(sources.length > 20);
+    for (const file of sources) {
+      assert.doesNotMatch(read(`src/${file}`), /from '(\.\.?\/)+dev\/|import\('(\.\.?\/)+dev\//, file);
+    }
+  });
+
   it('keeps development code and local files out of the build context', () => {
     const ignore = read('.dockerignore')
       .split('\n')
