@@ -140,9 +140,9 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
 
       it('expires a record after its TTL', async () => {
         const ref = freshRef();
-        await store.putToken(ref, sampleRecord(), 80);
+        await store.putToken(ref, sampleRecord(), 500);
         assert.ok(await store.getToken(ref));
-        await sleep(200);
+        await sleep(800);
         assert.equal(await store.getToken(ref), undefined);
       });
 
@@ -317,13 +317,13 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
 
       it('lets a lease expire on its own, and a renewal keeps it', async () => {
         const ref = freshRef();
-        const owner = await store.acquireLock(ref, 150);
+        const owner = await store.acquireLock(ref, 400);
         assert.ok(owner);
         await sleep(100);
-        assert.equal(await store.renewLock(ref, owner, 300), true);
-        await sleep(100);
+        assert.equal(await store.renewLock(ref, owner, 1_000), true);
+        await sleep(500);
         assert.equal(await store.acquireLock(ref, 5_000), undefined, 'the renewed lease still holds');
-        await sleep(350);
+        await sleep(700);
         assert.equal(await store.renewLock(ref, owner, 5_000), false);
         const next = await store.acquireLock(ref, 5_000);
         assert.ok(next, 'the expired lease let a new owner in');
