@@ -7,7 +7,9 @@
  * Errors: STORE_UNAVAILABLE (BrokerError) when the backend cannot be reached within the
  * configured command timeout; REAUTH_REQUIRED with cause UNDECRYPTABLE when a record exists but
  * cannot be opened (wrong or lost key, tampered, moved to another user's key). Never "absent"
- * for a record that exists.
+ * for a record that exists. Without a key ring (storage disabled) getToken, putToken and
+ * putTokenFenced throw REAUTH_REQUIRED with cause STORE_DISABLED; deletes, login state and
+ * locks keep working.
  */
 import type { SubjectRef } from '../broker/errors.js';
 
