@@ -77,6 +77,32 @@ export function insecureUrlProblem(url: string, allowInsecureHttp: boolean): str
   return undefined;
 }
 
+/**
+ * GitHub answers a failed token request with HTTP 200 and `{"error": …}`. RFC 6749 §5.2 says
+ * 400: restore that so the error is classified by its OAuth code, not as a malformed response.
+ */
+async function oauthErrorAs400(response: Response): Promise<Response> {
+  if (response.status !== 200 || !(response.headers.get('content-type') ?? '').includes('json'))
+    return response;
+  const text = await response.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const isError =
+    typeof body === 'object' &&
+    body !== null &&
+    typeof (body as { error?: unknown }).error === 'string' &&
+    (body as { access_token?: unknown }).access_token === undefined;
+  return new Response(text, {
+    status: isError ? 400 : 200,
+    statusText: isError ? 'Bad Request' : response.statusText,
+    headers: response.headers,
+  });
+}
+
 /** RFC 6750 spells the type "Bearer"; oauth4webapi lower-cases it. */
 function tokenType(value: string | undefined): string | undefined {
   if (value === undefined || value === '') return undefined;
@@ -101,10 +127,11 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
   // The caller's AbortSignal for the call in progress: openid-client takes a fetch per
   // configuration, not per call, so the signal travels with the async context.
   const callSignal = new AsyncLocalStorage<AbortSignal | undefined>();
-  const fetchImpl: CustomFetch = (url, init) => {
+  const fetchImpl: CustomFetch = async (url, init) => {
     const extra = callSignal.getStore();
     const signal = extra && init.signal ? AbortSignal.any([init.signal, extra]) : (init.signal ?? extra);
-    return baseFetch(url, { ...init, signal } as RequestInit);
+    const response = await baseFetch(url, { ...init, signal } as RequestInit);
+    return plan.githubQuirks ? oauthErrorAs400(response) : response;
   };
 
   const checkEndpoints = (config: Configuration): void => {
@@ -200,7 +227,9 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
     expiresAt: accessTokenExpiry(response, receivedAt, p.default_access_token_lifetime),
     refreshExpiresAt: refreshTokenExpiry(response as Readonly<Record<string, unknown>>, receivedAt),
     scopes:
-      typeof response.scope === 'string' ? response.scope.split(' ').filter((s) => s !== '') : undefined,
+      typeof response.scope === 'string'
+        ? response.scope.split(plan.githubQuirks ? /[ ,]/ : ' ').filter((s) => s !== '')
+        : undefined,
     idToken: response.id_token,
   });
 

@@ -36,6 +36,11 @@ export interface ProviderPlan {
   /** Non-OIDC identity: the URL of a user API answering with the user as JSON (GitHub). */
   readonly userApi: string | undefined;
   /**
+   * GitHub's token endpoint answers errors with HTTP 200 and an `error` member, and separates
+   * granted scopes with commas.
+   */
+  readonly githubQuirks?: boolean;
+  /**
    * The scopes and extra authorization parameters to send.
    * @param scopes the scopes asked for (defaults plus the caller's)
    * @param offline token storage is on: ask for a refresh token as this provider needs
@@ -167,6 +172,7 @@ export function resolvePreset(p: ProviderConfig): ProviderPlan {
         oidc: false,
         scopes: configured ?? ['read:user', 'user:email'],
         userApi: p.userinfo_endpoint ?? GITHUB.userApi,
+        githubQuirks: true,
         // GitHub Apps with expiring tokens always return a refresh token; OAuth Apps never do.
         authorization: (scopes) => ({ scopes: [...scopes], params: {} }),
       };
