@@ -137,9 +137,10 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
     async deleteToken(ref: SubjectRef): Promise<boolean> {
       check();
       const stored = live(tokens, tokenKey(ref));
-      const last = Math.max(stored?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0);
-      remove(ref, last);
-      return stored !== undefined;
+      // Deleting nothing writes nothing: without a record no fenced write can succeed anyway.
+      if (stored === undefined) return false;
+      remove(ref, Math.max(stored.generation, live(tombs, tombKey(ref)) ?? 0));
+      return true;
     },
 
     async deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean> {

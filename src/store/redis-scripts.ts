@@ -49,18 +49,19 @@ return 1
 
 /**
  * Delete with tombstone. KEYS: token, tomb. ARGV: tombstone ttl ms, expected generation or ''
- * for unconditional. Returns 1 when a record was deleted.
+ * for unconditional. Returns 1 when a record was deleted. Deleting nothing writes nothing: no
+ * fenced write can succeed without a record, so only a real delete needs a tombstone (and
+ * revoking unknown users cannot fill Redis with tombstones).
  */
 export const DELETE = `
 local g = redis.call('HGET', KEYS[1], 'g')
 if ARGV[2] ~= '' and (not g or tonumber(g) ~= tonumber(ARGV[2])) then return 0 end
-local last = tonumber(g or '0')
-local t = tonumber(redis.call('GET', KEYS[2]) or '0')
-if t > last then last = t end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if not g then return 0 end
 redis.call('DEL', KEYS[1])
+if tonumber(g) > last then last = tonumber(g) end
 redis.call('SET', KEYS[2], last, 'PX', ARGV[1])
-if g then return 1 end
-return 0
+return 1
 `;
 
 /** Compare-and-delete. KEYS: lock. ARGV: owner. */
