@@ -54,6 +54,14 @@ describe('npm start with no configuration (dev mode) and npm run demo', () => {
     assert.equal(isUnconfigured(['keygen'], {}), false);
   });
 
+  it('runs plain credbroker (no dev mode) as soon as any configuration is given', async () => {
+    const configured = run('src/dev/start.ts', ['serve', '--config', '/nonexistent/credbroker.yaml'], {});
+    procs.push(configured);
+    assert.equal(await configured.exited, 2);
+    assert.match(configured.output(), /config file \/nonexistent\/credbroker\.yaml: cannot read it/);
+    assert.doesNotMatch(configured.output(), /dev mode|oidc-provider/);
+  });
+
   it('runs the whole walkthrough against the dev broker, then shuts down cleanly', async function () {
     this.timeout(60_000);
     dir = mkdtempSync(join(tmpdir(), 'credbroker-demo-'));
