@@ -65,6 +65,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
   // STORE_UNAVAILABLE, so the events are only worth a debug line (and must have a listener).
   connections.client.on('error', (err: Error) => logger?.debug({ err }, 'redis connection error'));
 
+  let connectedOnce = connections.client.status === 'ready';
+  const firstReady = new Promise<void>((resolve) => {
+    if (connectedOnce) return resolve();
+    connections.client.once('ready', () => {
+      connectedOnce = true;
+      resolve();
+    });
+  });
   /** Runs Redis commands; any failure or a timeout becomes STORE_UNAVAILABLE. */
   const run = async <T>(op: () => Promise<T>): Promise<T> => {
     if (closed) throw storeUnavailable(new Error('store closed'));
@@ -76,6 +84,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
       );
     });
     try {
+      // Until the first connection is up (process start), wait for it within the same budget
+      // rather than failing the first calls; once it has been up, an outage fails fast.
+      if (!connectedOnce) await Promise.race([firstReady, timeout]);
       return await Promise.race([op(), timeout]);
     } catch (err) {
       throw storeUnavailable(err);

@@ -208,6 +208,23 @@ describe('Redis store', function () {
       await server?.stop();
     });
 
+    it('serves its very first call once connected, and fails within the timeout when Redis was never up', async () => {
+      const fresh = openStore(storeConfig({ CREDBROKER_REDIS_URL: server.url }), contractKeyRing);
+      const nowhere = openStore(
+        storeConfig({ CREDBROKER_REDIS_URL: `redis://127.0.0.1:${await freePort()}` }),
+        contractKeyRing,
+      );
+      try {
+        await fresh.ping();
+        assert.equal(await fresh.getToken(freshRef()), undefined);
+        const t = performance.now();
+        await assert.rejects(nowhere.ping(), { reason: 'STORE_UNAVAILABLE' });
+        assert.ok(performance.now() - t < 1_500, `took ${Math.round(performance.now() - t)} ms`);
+      } finally {
+        await Promise.all([fresh.close(), nowhere.close()]);
+      }
+    });
+
     it('fails with STORE_UNAVAILABLE within the command timeout while Redis is down, and recovers on the same instance', async () => {
       const ref = freshRef();
       await store.putToken(ref, sampleRecord(), 60_000);
