@@ -19,8 +19,11 @@ import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './toke
 
 /** Suggested client back-off when Redis is unreachable (google.rpc.RetryInfo). */
 const STORE_RETRY_AFTER_MS = 1_000;
-/** Optimistic retries of an unconditional write racing another one for the same user. */
-const PUT_ATTEMPTS = 5;
+/**
+ * Optimistic retries of an unconditional write racing others for the same user (each round one
+ * writer wins): logins of one user at the same instant are rare, so this is generous.
+ */
+const PUT_ATTEMPTS = 16;
 
 export interface RedisStoreOptions {
   readonly connections: RedisConnections;

@@ -138,6 +138,18 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         assert.equal(await store.putToken(ref, sampleRecord(), HOUR), 3);
       });
 
+      it('gives concurrent unconditional writes distinct generations, the last one winning', async () => {
+        const ref = freshRef();
+        const generations = await Promise.all(
+          Array.from({ length: 10 }, () => store.putToken(ref, sampleRecord(), HOUR)),
+        );
+        assert.deepEqual(
+          [...generations].sort((a, b) => a - b),
+          Array.from({ length: 10 }, (_, i) => i + 1),
+        );
+        assert.equal((await store.getToken(ref))?.generation, 10);
+      });
+
       it('expires a record after its TTL', async () => {
         const ref = freshRef();
         await store.putToken(ref, sampleRecord(), 500);
