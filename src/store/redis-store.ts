@@ -121,11 +121,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
     let p = subscribed.get(channel);
     if (!p) {
       const sub = getSubscriber();
-      p = (cluster ? sub.ssubscribe(channel) : sub.subscribe(channel)).catch((err: unknown) => {
-        subscribed.delete(channel);
-        throw err;
-      });
-      subscribed.set(channel, p);
+      const attempt: Promise<unknown> = (cluster ? sub.ssubscribe(channel) : sub.subscribe(channel)).catch(
+        (err: unknown) => {
+          if (subscribed.get(channel) === attempt) subscribed.delete(channel);
+          throw err;
+        },
+      );
+      subscribed.set(channel, attempt);
+      p = attempt;
     }
     return p;
   };
