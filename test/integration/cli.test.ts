@@ -8,7 +8,9 @@ import { runCli, spawnCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/ports.js';
 import { waitForPort } from '../helpers/redis.js';
 
-describe('credbroker CLI', () => {
+describe('credbroker CLI', function () {
+  // Each case starts real processes through tsx: seconds each on a loaded 2-core machine.
+  this.timeout(90_000);
   let dir: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'credbroker-cli-'));
