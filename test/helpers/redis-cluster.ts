@@ -16,6 +16,10 @@ export interface RedisCluster {
   readonly ports: readonly number[];
   /** Seed URLs, one per node. */
   readonly urls: readonly string[];
+  /** Kills node `i` (SIGKILL: an outage). Its slots become unavailable (no replicas). */
+  stopNode(i: number): Promise<void>;
+  /** Starts node `i` again on its port with its nodes.conf; resolves at cluster_state:ok. */
+  startNode(i: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -38,49 +42,59 @@ export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
   const children: ChildProcess[] = [];
   const ports: number[] = [];
   const stop = async (): Promise<void> => {
-    await Promise.all(
-      children.map(async (proc) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return;
-        const exited = new Promise((resolve) => proc.once('exit', resolve));
-        proc.kill('SIGKILL');
-        await exited;
-      }),
-    );
+    await Promise.all(children.map((proc) => kill(proc)));
     rmSync(dir, { recursive: true, force: true });
+  };
+  const spawnNode = (i: number): void => {
+    const port = ports[i]!;
+    const nodeDir = join(dir, String(port));
+    const proc = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(nodeDir, 'nodes.conf'),
+        '--cluster-node-timeout',
+        '2000',
+        '--dir',
+        nodeDir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--protected-mode',
+        'yes',
+      ],
+      { stdio: 'ignore' },
+    );
+    running.add(proc);
+    proc.once('exit', () => running.delete(proc));
+    children[i] = proc;
+  };
+  const waitOk = async (): Promise<void> => {
+    const until = Date.now() + 20_000;
+    while (!ports.every((port) => clusterInfo(port).includes('cluster_state:ok'))) {
+      if (Date.now() > until) throw new Error('the Redis Cluster did not reach cluster_state:ok within 20 s');
+      await sleep(100);
+    }
+  };
+  const kill = async (proc: ChildProcess | undefined): Promise<void> => {
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGKILL');
+    await exited;
   };
   try {
     for (let i = 0; i < nodes; i++) {
       const port = await freePort();
-      const nodeDir = join(dir, String(port));
-      mkdirSync(nodeDir);
-      const proc = spawn(
-        'redis-server',
-        [
-          '--port',
-          String(port),
-          '--bind',
-          '127.0.0.1',
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          join(nodeDir, 'nodes.conf'),
-          '--cluster-node-timeout',
-          '2000',
-          '--dir',
-          nodeDir,
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--protected-mode',
-          'yes',
-        ],
-        { stdio: 'ignore' },
-      );
-      running.add(proc);
-      proc.once('exit', () => running.delete(proc));
-      children.push(proc);
+      mkdirSync(join(dir, String(port)));
       ports.push(port);
+      spawnNode(i);
     }
     await Promise.all(ports.map((port) => waitForPort(port)));
     const create = spawnSync(
@@ -97,14 +111,20 @@ export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
     );
     if (create.status !== 0)
       throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
-    const until = Date.now() + 20_000;
-    while (!ports.every((port) => clusterInfo(port).includes('cluster_state:ok'))) {
-      if (Date.now() > until) throw new Error('the Redis Cluster did not reach cluster_state:ok within 20 s');
-      await sleep(100);
-    }
+    await waitOk();
   } catch (err) {
     await stop();
     throw err;
   }
-  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`), stop };
+  return {
+    ports,
+    urls: ports.map((p) => `redis://127.0.0.1:${p}`),
+    stopNode: (i) => kill(children[i]),
+    startNode: async (i) => {
+      spawnNode(i);
+      await waitForPort(ports[i]!);
+      await waitOk();
+    },
+    stop,
+  };
 }

@@ -196,6 +196,53 @@ describe('Redis store', function () {
     });
   });
 
+  describe('cluster outage', () => {
+    let cluster: RedisCluster;
+    let store: TokenStore;
+    before(async () => {
+      cluster = await startRedisCluster();
+      store = await ready(
+        openStore(storeConfig({ CREDBROKER_REDIS_CLUSTER: cluster.urls.join(',') }), contractKeyRing),
+      );
+    });
+    after(async () => {
+      await store?.close();
+      await cluster?.stop();
+    });
+
+    it('fails fast with STORE_UNAVAILABLE for users on a stopped master, and recovers when it returns', async () => {
+      const refs = Array.from({ length: 30 }, () => freshRef());
+      for (const ref of refs) await store.putToken(ref, sampleRecord(), 60_000);
+      await cluster.stopNode(0);
+      let unavailable = 0;
+      for (const ref of refs) {
+        const t = performance.now();
+        try {
+          await store.getToken(ref);
+        } catch (err) {
+          assert.ok(isBrokerError(err, 'STORE_UNAVAILABLE'), String(err));
+          unavailable += 1;
+        }
+        assert.ok(performance.now() - t < 1_500, `took ${Math.round(performance.now() - t)} ms`);
+      }
+      assert.ok(unavailable > 0, 'users on the stopped master are unavailable');
+      await cluster.startNode(0);
+      const until = Date.now() + 15_000;
+      for (const ref of refs) {
+        for (;;) {
+          try {
+            await store.putToken(ref, sampleRecord(), 60_000);
+            assert.ok(await store.getToken(ref));
+            break;
+          } catch (err) {
+            if (!isBrokerError(err, 'STORE_UNAVAILABLE') || Date.now() > until) throw err;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      }
+    });
+  });
+
   describe('outage', () => {
     let server: RedisServer;
     let store: TokenStore;
