@@ -17,6 +17,7 @@ import {
   discovery,
   enableNonRepudiationChecks,
   fetchProtectedResource,
+  fetchUserInfo,
   refreshTokenGrant,
   tokenRevocation,
   type AuthorizationCodeGrantChecks,
@@ -233,6 +234,30 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
     idToken: response.id_token,
   });
 
+  /**
+   * email, email_verified and name from the UserInfo endpoint (sub checked against the ID
+   * token's, OIDC Core §5.3.4). Best-effort: the login does not depend on it, so any failure
+   * leaves them unknown.
+   */
+  const userInfoProfile = async (
+    accessToken: string,
+    subject: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Readonly<Record<string, unknown>>> => {
+    try {
+      const config = await getConfiguration();
+      if (config.serverMetadata().userinfo_endpoint === undefined) return {};
+      const info = await run('user_api', signal, (c) => fetchUserInfo(c, accessToken, subject));
+      return { email: info.email, email_verified: info.email_verified, name: info.name };
+    } catch (err) {
+      log.warn(
+        { err: err instanceof IdpError ? err.cause : undefined },
+        'userinfo request failed; identity without email and name',
+      );
+      return {};
+    }
+  };
+
   /** GitHub-style identity: the user API answers with the user (id, login, name, email). */
   const userApiIdentity = async (
     config: Configuration,
@@ -349,12 +374,18 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
         if (claims === undefined) {
           throw new IdpError('rejected', 'identity provider returned no ID token', { invalidResponse: true });
         }
+        const subject = String(claims.sub);
+        // OIDC Core §5.4: an IdP may release email and name only at the UserInfo endpoint.
+        const profile =
+          stringClaim(claims, 'email') === undefined && stringClaim(claims, 'name') === undefined
+            ? await userInfoProfile(tokens.accessToken, subject, signal)
+            : claims;
         identity = {
           issuer: String(claims.iss),
-          subject: String(claims.sub),
-          email: stringClaim(claims, 'email'),
-          emailVerified: claims.email_verified === true,
-          name: stringClaim(claims, 'name'),
+          subject,
+          email: stringClaim(profile, 'email'),
+          emailVerified: profile.email_verified === true,
+          name: stringClaim(profile, 'name'),
           claims: { ...claims },
         };
       } else if (plan.userApi !== undefined) {

@@ -100,6 +100,11 @@ export interface TestOidcProviderOptions {
   readonly refreshTokenTtl?: number;
   /** Redirect URIs registered for every client (default TEST_REDIRECT_URI and OTHER_REDIRECT_URI). */
   readonly redirectUris?: readonly string[];
+  /**
+   * Release email and name only at the UserInfo endpoint, not in the ID token (oidc-provider's
+   * default, OIDC Core §5.4). Default false: in the ID token, as Google and Entra do.
+   */
+  readonly claimsOnlyAtUserInfo?: boolean;
 }
 
 function listen(server: Server, port: number): Promise<number> {
@@ -200,8 +205,8 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
     },
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'api'],
-    // email and name in the ID token itself (as Google and Entra send them), not only at userinfo.
-    conformIdTokenClaims: false,
+    // By default email and name are in the ID token itself (as Google and Entra send them).
+    conformIdTokenClaims: options.claimsOnlyAtUserInfo ?? false,
     jwks: { keys: [signingJwk] },
     cookies: { keys: [secret()] },
     // RFC 7636: every client must use PKCE, S256 only.

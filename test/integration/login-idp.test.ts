@@ -340,6 +340,29 @@ describe('IdpClient against a real OpenID Provider', () => {
     assert.equal(identity.issuer, op.issuer);
   });
 
+  it('takes email and name from UserInfo when the ID token does not carry them', async () => {
+    const strict = await startOidcProvider({ claimsOnlyAtUserInfo: true });
+    try {
+      const idp = (await createIdpRegistry(testConfig(providersYaml(strict)), { logger: logs.logger })).get(
+        'basic',
+      );
+      const { code, state, nonce, verifier } = await loginCode(idp);
+      const { identity } = await idp.exchangeCode({
+        code,
+        state,
+        nonce,
+        codeVerifier: verifier,
+        redirectUri: TEST_REDIRECT_URI,
+      });
+      assert.equal(identity.claims.email, undefined, 'not in the ID token');
+      assert.equal(identity.email, 'alice@example.com');
+      assert.equal(identity.emailVerified, true);
+      assert.equal(identity.name, 'Alice Liddell');
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('refuses plain http unless allowed and on loopback', async () => {
     const yaml = `providers:
   - id: corp
