@@ -153,6 +153,23 @@ async function loginUpToCode(h: Harness, provider = 'corp', login = 'alice') {
   return { ...started, code: response.code };
 }
 
+/**
+ * A front end that runs its own PKCE and nonce: it builds its authorization request itself (here
+ * from StartLogin's URL with its own code_challenge and nonce) and later hands the broker
+ * code_verifier + nonce instead of the state.
+ */
+async function frontEndPkceLogin(h: Harness): Promise<{ code: string; verifier: string; nonce: string }> {
+  const started = await startLogin(h);
+  const verifier = randomBytes(32).toString('base64url');
+  const nonce = randomBytes(16).toString('base64url');
+  const url = new URL(started.authorizationUrl);
+  url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
+  url.searchParams.set('nonce', nonce);
+  const { code } = await signIn(url.href, { login: 'alice' });
+  assert.ok(code, 'the provider sent no code');
+  return { code, verifier, nonce };
+}
+
 async function completeLogin(h: Harness, request: CompleteLoginRequest): Promise<CompleteLoginResponse> {
   return call(h.ts.client, h.ts.client.completeLogin, request);
 }
@@ -348,17 +365,11 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
 
     it('answers LOGIN_REJECTED with the verification cause for an ID token with a wrong nonce', async () => {
       // A front end that runs its own PKCE and nonce: it builds its authorization request itself.
-      const started = await startLogin(h!);
-      const verifier = randomBytes(32).toString('base64url');
-      const nonce = randomBytes(16).toString('base64url');
-      const url = new URL(started.authorizationUrl);
-      url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
-      url.searchParams.set('nonce', nonce);
-      const { code } = await signIn(url.href, { login: 'alice' });
+      const { code, verifier, nonce } = await frontEndPkceLogin(h!);
       const err = await callError(
         h!.ts.client,
         h!.ts.client.completeLogin,
-        completeRequest({ code: code!, codeVerifier: verifier, nonce: `${nonce}-wrong` }),
+        completeRequest({ code, codeVerifier: verifier, nonce: `${nonce}-wrong` }),
       );
       assert.equal(err.code, status.FAILED_PRECONDITION);
       assert.equal(err.errorInfo.reason, 'LOGIN_REJECTED');
@@ -367,14 +378,8 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
     });
 
     it('accepts the front end own code_verifier and the right nonce (control for the test above)', async () => {
-      const started = await startLogin(h!);
-      const verifier = randomBytes(32).toString('base64url');
-      const nonce = randomBytes(16).toString('base64url');
-      const url = new URL(started.authorizationUrl);
-      url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
-      url.searchParams.set('nonce', nonce);
-      const { code } = await signIn(url.href, { login: 'alice' });
-      const res = await completeLogin(h!, completeRequest({ code: code!, codeVerifier: verifier, nonce }));
+      const { code, verifier, nonce } = await frontEndPkceLogin(h!);
+      const res = await completeLogin(h!, completeRequest({ code, codeVerifier: verifier, nonce }));
       assert.equal(res.storage, StorageOutcome.STORAGE_OUTCOME_STORED);
       assert.ok(JSON.stringify(res.identity?.claims).includes(`"nonce":"${nonce}"`));
     });
@@ -427,15 +432,9 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
     });
 
     it('still logs the user in with storage FAILED when Redis is down (front-end PKCE path)', async () => {
-      const started = await startLogin(h!);
-      const verifier = randomBytes(32).toString('base64url');
-      const nonce = randomBytes(16).toString('base64url');
-      const url = new URL(started.authorizationUrl);
-      url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
-      url.searchParams.set('nonce', nonce);
-      const { code } = await signIn(url.href, { login: 'alice' });
+      const { code, verifier, nonce } = await frontEndPkceLogin(h!);
       await stopRedis();
-      const res = await completeLogin(h!, completeRequest({ code: code!, codeVerifier: verifier, nonce }));
+      const res = await completeLogin(h!, completeRequest({ code, codeVerifier: verifier, nonce }));
       assert.equal(res.storage, StorageOutcome.STORAGE_OUTCOME_FAILED);
       assert.equal(res.identity?.subject, 'alice');
       const errors = h!.ts.logs.records().filter((r) => r.level === 'error');
@@ -466,9 +465,16 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
         h!.ts.client.completeLogin,
         completeRequest({ code: failed.code, state: failed.state }),
       );
+      op.setIdTokenAudience(undefined);
+      const own = await frontEndPkceLogin(h!);
+      await callError(
+        h!.ts.client,
+        h!.ts.client.completeLogin,
+        completeRequest({ code: own.code, codeVerifier: own.verifier, nonce: `${own.nonce}-wrong` }),
+      );
       const text = `${h!.ts.logs.text()}\n${h!.domainLogs.text()}`;
       assert.ok(h!.ts.logs.lines.length > 0);
-      const secrets = [code, state, failed.code, failed.state];
+      const secrets = [code, state, failed.code, failed.state, own.code, own.verifier, own.nonce];
       for (const issued of op.issued) {
         secrets.push(issued.access_token);
         if (issued.refresh_token) secrets.push(issued.refresh_token);
