@@ -10,7 +10,8 @@ import type { Config, ProviderConfig } from '../config/load.js';
 import type { Logger } from '../logger.js';
 import { createClientAuth } from './client-auth.js';
 import type { IdpClient, IdpRegistry } from './idp-client.js';
-import { createOidcClient, insecureUrlProblem } from './oidc-client.js';
+import { createOidcClient } from './oidc-client.js';
+import { insecureUrlProblem } from './transport.js';
 import { resolvePreset } from './presets.js';
 
 export interface IdpRegistryOptions {
