@@ -16,7 +16,14 @@ import type { TokenRecord, TokenStore } from '../store/token-store.js';
 import type { CallContext, TokenSource } from './api.js';
 import type { AuditLog } from './audit.js';
 import type { Clock } from './clock.js';
-import { BrokerError, ErrorReason, ReauthCause, reauthRequired, type SubjectRef } from './errors.js';
+import {
+  BrokerError,
+  ErrorReason,
+  isBrokerError,
+  ReauthCause,
+  reauthRequired,
+  type SubjectRef,
+} from './errors.js';
 import { mergeRefreshed, recordTtlMs } from './merge.js';
 import type { BrokerMetrics, RefreshOutcome } from './metrics.js';
 import { createSingleflight } from './singleflight.js';
@@ -306,7 +313,13 @@ export function createRefresher(options: RefresherOptions): Refresher {
           requestId: ctx.requestId,
           caller: ctx.caller,
         }),
-        (state) => runFlight(ref, idp, state),
+        (state) =>
+          runFlight(ref, idp, state).catch((err: unknown) => {
+            if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) {
+              log(ref).warn({ err }, 'token store failed during refresh; every caller waiting on it fails');
+            }
+            throw err;
+          }),
       );
       if (!flight.leader) {
         metrics.coalescedWaiter();

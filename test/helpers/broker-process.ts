@@ -1,24 +1,30 @@
 /**
  * Real broker processes for multi-replica tests: `node --import tsx src/cli.ts serve` configured
- * through CREDBROKER_* variables, on 127.0.0.1 with an OS-chosen port, each with a generated
+ * through CREDBROKER_* variables, on a free 127.0.0.1 port, each with a generated
  * gRPC client. `stop()` is a graceful SIGTERM; `kill()` is SIGKILL (a crash: locks are not
  * released). Every process is killed at exit if a test forgot it.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageOutcome, type CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
-import { spawnCli, type CliResult } from './cli.js';
+import { CLI } from './cli.js';
 import { brokerClient, call } from './grpc.js';
 import { signIn } from './login.js';
+import { freePort } from './ports.js';
 import { TEST_REDIRECT_URI, type TestOidcProvider } from './oidc-provider.js';
 
 export interface BrokerProcess {
   readonly pid: number;
   readonly address: string;
   readonly client: CredentialBrokerClient;
-  /** Everything the process wrote so far (JSON log lines on stdout, then stderr). */
+  /** Everything the process wrote so far (JSON log lines and stderr, interleaved). */
   output(): string;
   /** SIGTERM and wait for a graceful exit. */
-  stop(): Promise<CliResult>;
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGKILL and wait: a crash, with no cleanup in the process. */
   kill(): Promise<void>;
 }
@@ -42,7 +48,6 @@ export function brokerEnv(options: BrokerEnvOptions): Record<string, string> {
   const id = (options.providerId ?? 'corp').toUpperCase();
   const p = `CREDBROKER_PROVIDER_${id}_`;
   return {
-    CREDBROKER_LISTEN: '127.0.0.1:0',
     CREDBROKER_HEALTH_LISTEN: '',
     CREDBROKER_METRICS_LISTEN: '',
     CREDBROKER_LOG_LEVEL: 'info',
@@ -62,34 +67,80 @@ export function brokerEnv(options: BrokerEnvOptions): Record<string, string> {
   };
 }
 
+/** Whether something accepts TCP connections on 127.0.0.1:port right now. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
 /**
- * Starts `credbroker serve` and resolves once it logs "credbroker serving" with its port.
+ * Starts `credbroker serve` on a free loopback port and resolves once it accepts connections.
+ * Its stdout and stderr go to a file, not a pipe: pino writes stdout synchronously, and a pipe
+ * the (busy) test process does not drain would stall the broker's event loop for seconds —
+ * long enough to lose a refresh lock's lease.
  * @throws when the process exits or does not serve within `timeoutMs` (with its output)
  */
 export async function startBrokerProcess(
   env: Record<string, string>,
-  timeoutMs = 20_000,
+  timeoutMs = 60_000,
 ): Promise<BrokerProcess> {
-  const child = spawnCli(['serve'], env);
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'credbroker-'));
+  const logFile = join(dir, 'broker.log');
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      ...env,
+      CREDBROKER_LISTEN: address,
+    },
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  children.add(child);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  let cleaned = false;
+  let lastOutput = '';
   const text = () => {
-    const { stdout, stderr } = child.output();
-    return `${stdout}${stderr}`;
+    if (!cleaned) lastOutput = readFileSync(logFile, 'utf8');
+    return lastOutput;
+  };
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const end = async (signal: NodeJS.Signals) => {
+    if (running()) child.kill(signal);
+    const result = await exited;
+    text();
+    cleaned = true;
+    rmSync(dir, { recursive: true, force: true });
+    return result;
   };
   const until = Date.now() + timeoutMs;
-  let address: string | undefined;
-  while (address === undefined) {
-    for (const line of child.output().stdout.split('\n')) {
-      if (!line.includes('"credbroker serving"')) continue;
-      const listen = (JSON.parse(line) as { listen?: string }).listen;
-      if (listen !== undefined) address = listen;
+  while (!(await accepts(port))) {
+    if (!running() || Date.now() > until) {
+      const result = await end('SIGKILL');
+      throw new Error(
+        `broker process did not start serving (exit ${result.code ?? result.signal ?? 'none'}):\n${lastOutput.slice(-4000)}`,
+      );
     }
-    if (address !== undefined) break;
-    if (child.exitCode !== null || child.signalCode !== null || Date.now() > until) {
-      child.kill('SIGKILL');
-      await child.exited;
-      throw new Error(`broker process did not start serving:\n${text().slice(-4000)}`);
-    }
-    await sleep(25);
+    await sleep(50);
   }
   const client = brokerClient(address);
   return {
@@ -99,13 +150,11 @@ export async function startBrokerProcess(
     output: text,
     async stop() {
       client.close();
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      return child.exited;
+      return end('SIGTERM');
     },
     async kill() {
       client.close();
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await child.exited;
+      await end('SIGKILL');
     },
   };
 }
