@@ -10,6 +10,8 @@ interface ProfileNode {
   readonly callFrame: { functionName: string; url: string; lineNumber: number };
 }
 interface CpuProfile {
+  /** µs on the monotonic clock (CLOCK_MONOTONIC on Linux, the clock of process.hrtime). */
+  readonly startTime: number;
   readonly nodes: readonly ProfileNode[];
   readonly samples: readonly number[];
   readonly timeDeltas: readonly number[];
@@ -36,14 +38,30 @@ function areaOf(url: string, name: string): string {
   return url;
 }
 
-export function summariseProfile(file: string): ProfileSummary {
+/** A span of process.hrtime.bigint() values (ns) to count samples in. */
+export interface ProfileWindow {
+  readonly startNs: bigint;
+  readonly endNs: bigint;
+}
+
+/**
+ * @param windows when given, only samples taken inside them count (e.g. the measurement rounds,
+ *   not start-up or the storm); V8's profile clock and process.hrtime are both CLOCK_MONOTONIC.
+ */
+export function summariseProfile(file: string, windows?: readonly ProfileWindow[]): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   let total = 0;
   let idle = 0;
+  const inside = (us: number) =>
+    windows === undefined ||
+    windows.some((w) => us * 1000 >= Number(w.startNs) && us * 1000 <= Number(w.endNs));
+  let at = profile.startTime;
   profile.samples.forEach((id, i) => {
     const dt = profile.timeDeltas[i] ?? 0;
+    at += dt;
+    if (!inside(at)) return;
     total += dt;
     if (byId.get(id)?.callFrame.functionName === '(idle)') idle += dt;
     else self.set(id, (self.get(id) ?? 0) + dt);

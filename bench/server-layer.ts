@@ -1,0 +1,54 @@
+/**
+ * A benchmark diagnostic between the echo baseline and the full broker: the broker's real gRPC
+ * layer — BrokerServer (src/server: validation, the call wrapper with deadline, abort signal,
+ * request id, per-call child logger and log line, error mapping, metrics observer, health,
+ * reflection) with the production logger on stdout — over a domain API that answers
+ * GetValidSubjectToken with a constant token, no store. The difference to echo is the cost of
+ * the server layer; the difference to the broker is the cost of the store read and the domain.
+ *
+ * Usage: tsx bench/server-layer.ts <token-length>   (prints {"port": N} on stderr once listening)
+ */
+import type { BrokerApi } from '../src/broker/api.js';
+import { notImplementedApi } from '../src/broker/not-implemented.js';
+import { loadConfig } from '../src/config/load.js';
+import { createLogger } from '../src/logger.js';
+import { createMetrics } from '../src/server/metrics.js';
+import { BrokerServer } from '../src/server/server.js';
+
+const tokenLength = Number(process.argv[2] ?? 800);
+const config = loadConfig({
+  env: {
+    CREDBROKER_LISTEN: '127.0.0.1:0',
+    CREDBROKER_HEALTH_LISTEN: '',
+    CREDBROKER_METRICS_LISTEN: '',
+  },
+  file: 'server-layer.yaml',
+  readFile: () => `providers:
+  - id: corp
+    authorization_endpoint: https://login.example.com/authorize
+    token_endpoint: https://login.example.com/token
+    client_id: bench
+    client_secret: bench-secret
+    redirect_uris: [https://app.example.com/cb]
+`,
+});
+const logger = createLogger({ level: 'info' });
+const expiresAt = new Date(Date.now() + 3600_000);
+const accessToken = 'x'.repeat(tokenLength);
+const api: BrokerApi = {
+  ...notImplementedApi,
+  getValidSubjectToken: () =>
+    Promise.resolve({
+      accessToken,
+      tokenType: 'Bearer',
+      expiresAt,
+      scopes: ['openid', 'profile', 'email', 'offline_access'],
+      source: 'STORED',
+      degraded: false,
+    }),
+};
+const server = new BrokerServer({ config, logger, api, observers: [createMetrics().observer] });
+const { api: port } = await server.start();
+// stdout carries the call log lines; the port goes to stderr.
+console.error(JSON.stringify({ port }));
+process.on('SIGTERM', () => void server.shutdown().then(() => process.exit(0)));
