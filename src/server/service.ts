@@ -10,7 +10,6 @@ import {
   TokenSource,
   type CredentialBrokerServer,
 } from '../gen/credbroker/v1/broker.js';
-import { Struct } from '../gen/google/protobuf/struct.js';
 import { unary, type CallWrapperOptions } from './call.js';
 import {
   validateCompleteLogin,
@@ -73,7 +72,8 @@ export function createCredentialBrokerService(
             email: identity.email ?? '',
             emailVerified: identity.emailVerified,
             name: identity.name ?? '',
-            claims: Struct.wrap(JSON.parse(JSON.stringify(identity.claims)) as Record<string, unknown>),
+            // JSON round trip: Struct holds only JSON values (no undefined, no Dates).
+            claims: JSON.parse(JSON.stringify(identity.claims)) as Record<string, unknown>,
           },
           storage: storageOutcome[result.storage],
           accessTokenExpiresAt: result.accessTokenExpiresAt,
