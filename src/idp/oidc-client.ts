@@ -39,13 +39,8 @@ import {
   type TokenSet,
 } from './idp-client.js';
 import type { ProviderPlan } from './presets.js';
+import { systemClock, type Clock } from '../broker/clock.js';
 import { insecureUrlProblem, oauthErrorAs400 } from './transport.js';
-
-/** Epoch-ms time source (structurally the broker's Clock). */
-export interface Clock {
-  now(): number;
-}
-const systemClock: Clock = { now: () => Date.now() };
 
 export interface OidcClientOptions {
   readonly provider: ProviderConfig;

@@ -4,7 +4,7 @@
  * use, so the broker starts (and serves GetValidSubjectToken from the store) while an IdP is down.
  */
 import { readFileSync } from 'node:fs';
-import type { Clock } from './oidc-client.js';
+import type { Clock } from '../broker/clock.js';
 import { invalidRequest } from '../broker/errors.js';
 import type { Config, ProviderConfig } from '../config/load.js';
 import type { Logger } from '../logger.js';

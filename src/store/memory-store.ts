@@ -7,17 +7,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { systemClock, type Clock } from '../broker/clock.js';
 import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../broker/errors.js';
 import type { KeyRing } from './key-ring.js';
 import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
 
-/** Something that tells the time in epoch ms. */
-export interface Clock {
-  now(): number;
-}
-export const systemClock: Clock = { now: () => Date.now() };
+export { systemClock, type Clock } from '../broker/clock.js';
 
 /** Expired entries are swept at most this often (reads also ignore them lazily). */
 const SWEEP_INTERVAL_MS = 60_000;
