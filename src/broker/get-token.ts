@@ -11,7 +11,7 @@ import { noAudit, type AuditLog } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { ReauthCause, reauthRequired, type SubjectRef } from './errors.js';
 import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
-import { createRefresher, type ServedToken } from './refresh.js';
+import { countStoreErrors, createRefresher, type ServedToken } from './refresh.js';
 import { revokeSubjectToken } from './revoke.js';
 
 /** DESIGN §3: records whose refresh token has no known expiry are kept at most 30 days. */
@@ -76,7 +76,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       const idp = idps.get(input.provider);
       const marginMs = Math.max(input.minValidForMs, idp.skewMs);
       // The hot path: exactly one store read. UNDECRYPTABLE is thrown by the store.
-      const rec = await store.getToken(ref);
+      const rec = await countStoreErrors(metrics, 'get', store.getToken(ref));
       if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
       if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false);
       const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);
@@ -85,7 +85,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
 
     /** @throws BrokerError STORE_UNAVAILABLE */
     async revokeSubjectToken(input) {
-      return revokeSubjectToken({ store, idps, storageEnabled }, input);
+      return revokeSubjectToken({ store, idps, storageEnabled, metrics }, input);
     },
 
     idle: () => refresher.idle(),

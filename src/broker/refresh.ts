@@ -25,7 +25,7 @@ import {
   type SubjectRef,
 } from './errors.js';
 import { mergeRefreshed, recordTtlMs } from './merge.js';
-import type { BrokerMetrics, RefreshOutcome } from './metrics.js';
+import type { BrokerMetrics, RefreshOutcome, StoreOperation } from './metrics.js';
 import { createSingleflight } from './singleflight.js';
 
 /** RetryInfo when the IdP is unavailable and sent no Retry-After. */
@@ -121,6 +121,11 @@ export function createRefresher(options: RefresherOptions): Refresher {
     };
   }
 
+  /** Counts a store operation that failed with STORE_UNAVAILABLE, and rethrows. */
+  function counted<T>(op: StoreOperation, operation: Promise<T>): Promise<T> {
+    return countStoreErrors(metrics, op, operation);
+  }
+
   function log(ref: SubjectRef): Logger {
     return logger.child({ provider: ref.provider, user: hashUserId(ref.userId) });
   }
@@ -143,7 +148,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
   async function runFlight(ref: SubjectRef, idp: IdpClient, state: FlightState): Promise<RefreshResult> {
     const started = performance.now();
     for (;;) {
-      const owner = await store.acquireLock(ref, lockLeaseMs);
+      const owner = await counted('lock', store.acquireLock(ref, lockLeaseMs));
       if (owner !== undefined) {
         metrics.lockWait(performance.now() - started);
         return underLock(ref, idp, state, owner);
@@ -156,8 +161,8 @@ export function createRefresher(options: RefresherOptions): Refresher {
       }
       // The holder publishes on release; the bounded wait covers a holder that died (its lease
       // runs out) and a release published before this subscription.
-      await store.waitForUnlock(ref, Math.min(remaining, pollMs));
-      const rec = await store.getToken(ref);
+      await counted('wait', store.waitForUnlock(ref, Math.min(remaining, pollMs)));
+      const rec = await counted('get', store.getToken(ref));
       if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
       if (usable(rec, state)) {
         metrics.lockWait(performance.now() - started);
@@ -175,7 +180,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
     const renewal = setInterval(() => renew(ref, owner), Math.max(1, Math.floor(lockLeaseMs / 3)));
     try {
       // Double-check under the lock: the previous holder may have refreshed already.
-      const rec = await store.getToken(ref);
+      const rec = await counted('get', store.getToken(ref));
       if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
       if (usable(rec, state)) return served(rec, state);
       if (rec.refreshToken === undefined || rec.refreshToken === '') {
@@ -250,7 +255,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
       return fresh;
     }
     count(ref, state, 'fenced');
-    const current = await store.getToken(ref);
+    const current = await counted('get', store.getToken(ref));
     if (current === undefined) {
       // Revoked while the IdP call was in flight: the record stays deleted, and the grant the
       // refresh just produced is revoked too (RFC 7009), best-effort.
@@ -277,11 +282,11 @@ export function createRefresher(options: RefresherOptions): Refresher {
       // meanwhile (a login while we were refreshing).
       count(ref, state, 'rejected', err.oauthError);
       log(ref).info({ oauthError: err.oauthError }, 'refresh rejected by the identity provider');
-      const current = await store.getToken(ref);
+      const current = await counted('get', store.getToken(ref));
       if (current !== undefined && current.generation !== rec.generation && current.expiresAt > clock.now()) {
         return served(current, state);
       }
-      if (current !== undefined) await store.deleteTokenIfGeneration(ref, rec.generation);
+      if (current !== undefined) await counted('delete', store.deleteTokenIfGeneration(ref, rec.generation));
       throw reauthRequired(ReauthCause.REFRESH_REJECTED, ref, err);
     }
     // Network error, timeout, 5xx, 429 — or something unexpected: the grant may well be fine, so
@@ -330,6 +335,18 @@ export function createRefresher(options: RefresherOptions): Refresher {
     },
     idle: () => flights.idle(),
   };
+}
+
+/** Counts `operation` in the store-errors metric when it fails with STORE_UNAVAILABLE; rethrows. */
+export function countStoreErrors<T>(
+  metrics: BrokerMetrics,
+  op: StoreOperation,
+  operation: Promise<T>,
+): Promise<T> {
+  return operation.catch((err: unknown) => {
+    if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) metrics.storeError(op);
+    throw err;
+  });
 }
 
 /** DEADLINE_EXCEEDED / REFRESH_IN_PROGRESS: never a stale token instead. */

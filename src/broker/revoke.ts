@@ -7,6 +7,8 @@ import type { IdpRegistry } from '../idp/idp-client.js';
 import type { TokenRecord, TokenStore } from '../store/token-store.js';
 import type { RevokeInput, RevokeResult } from './api.js';
 import { isBrokerError, ErrorReason, type SubjectRef } from './errors.js';
+import type { BrokerMetrics } from './metrics.js';
+import { countStoreErrors } from './refresh.js';
 
 /** Attempts to delete exactly the record that was read before falling back to an unconditional delete. */
 const DELETE_ATTEMPTS = 3;
@@ -15,11 +17,13 @@ export interface RevokeOptions {
   readonly store: TokenStore;
   readonly idps: IdpRegistry;
   readonly storageEnabled: boolean;
+  readonly metrics: BrokerMetrics;
 }
 
 /** @throws BrokerError STORE_UNAVAILABLE (nothing is reported deleted unless it was) */
 export async function revokeSubjectToken(options: RevokeOptions, input: RevokeInput): Promise<RevokeResult> {
-  const { store, idps, storageEnabled } = options;
+  const { idps, storageEnabled, metrics } = options;
+  const store = countingStore(options.store, metrics);
   const ref: SubjectRef = { provider: input.provider, userId: input.userId };
   const idp = idps.get(input.provider);
   if (!storageEnabled) {
@@ -38,13 +42,26 @@ export async function revokeSubjectToken(options: RevokeOptions, input: RevokeIn
   return { deleted, idpRevocation };
 }
 
+/** The store operations revoke uses, each counted in the store-errors metric when it fails. */
+function countingStore(
+  store: TokenStore,
+  metrics: BrokerMetrics,
+): Pick<TokenStore, 'getToken' | 'deleteToken' | 'deleteTokenIfGeneration'> {
+  return {
+    getToken: (ref) => countStoreErrors(metrics, 'get', store.getToken(ref)),
+    deleteToken: (ref) => countStoreErrors(metrics, 'delete', store.deleteToken(ref)),
+    deleteTokenIfGeneration: (ref, generation) =>
+      countStoreErrors(metrics, 'delete', store.deleteTokenIfGeneration(ref, generation)),
+  };
+}
+
 /**
  * Deletes the record it read (by generation), so the token revoked at the IdP is the one that was
  * deleted even if a refresh rotated it in between. An undecryptable record is deleted with
  * nothing to revoke.
  */
 async function deleteWhatWasRead(
-  store: TokenStore,
+  store: Pick<TokenStore, 'getToken' | 'deleteToken' | 'deleteTokenIfGeneration'>,
   ref: SubjectRef,
 ): Promise<{ deleted: boolean; record: TokenRecord | undefined }> {
   for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { CallContext } from '../../src/broker/api.js';
 import { createFakeClock, type FakeClock } from '../../src/broker/clock.js';
+import type { AuditEntry } from '../../src/broker/audit.js';
 import { BrokerError, reauthRequired, type SubjectRef } from '../../src/broker/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { mergeRefreshed, recordTtlMs } from '../../src/broker/merge.js';
@@ -372,6 +373,61 @@ describe('GetValidSubjectToken', () => {
     assert.deepEqual(storeErrors, ['put_fenced']);
     assert.match(logs.text(), /could not be stored/);
     assert.doesNotMatch(logs.text(), /at-new-1|rt-new-1|rt-login|at-login/);
+  });
+
+  it('answers STORE_UNAVAILABLE when the store cannot be read, and counts it', async () => {
+    const storeErrors: StoreOperation[] = [];
+    service = createTokenService({
+      store,
+      idps: registry(idp.client),
+      storageEnabled: true,
+      lockLeaseMs: 1000,
+      clock,
+      logger: createLogger({ level: 'silent' }),
+      metrics: { ...noopBrokerMetrics, storeError: (op) => storeErrors.push(op) },
+    });
+    store.getToken = () =>
+      Promise.reject(new BrokerError('STORE_UNAVAILABLE', 'the token store is unreachable'));
+    assert.equal((await rejection(get())).reason, 'STORE_UNAVAILABLE');
+    assert.deepEqual(storeErrors, ['get']);
+  });
+
+  it('counts each refresh by outcome and audits it without token material', async () => {
+    const outcomes: string[] = [];
+    const entries: AuditEntry[] = [];
+    service = createTokenService({
+      store,
+      idps: registry(idp.client),
+      storageEnabled: true,
+      lockLeaseMs: 1000,
+      clock,
+      logger: createLogger({ level: 'silent' }),
+      metrics: {
+        ...noopBrokerMetrics,
+        refresh: (provider, outcome) => outcomes.push(`${provider}:${outcome}`),
+      },
+      audit: { record: (entry) => entries.push(entry) },
+    });
+    await store.putToken(alice, loginRecord(clock, { expiresAt: clock.now() - 1 }), DAY);
+    await get(MIN, { ...ctx(), requestId: 'req-42', caller: 'orders' });
+    idp.onRefresh = () =>
+      Promise.reject(new IdpError('rejected', 'rejected', { oauthError: 'invalid_grant' }));
+    clock.advance(61 * MIN);
+    await rejection(get());
+    assert.deepEqual(outcomes, ['corp:refreshed', 'corp:rejected']);
+    assert.deepEqual(entries[0], {
+      event: 'refresh',
+      outcome: 'ok',
+      caller: 'orders',
+      rpc: 'GetValidSubjectToken',
+      userId: 'alice@example.com',
+      provider: 'corp',
+      cause: undefined,
+      requestId: 'req-42',
+    });
+    assert.equal(entries[1]?.outcome, 'rejected');
+    assert.equal(entries[1]?.cause, 'invalid_grant');
+    assert.doesNotMatch(JSON.stringify(entries), /at-|rt-|id-login/);
   });
 
   it('never writes a token into a log line, whatever the outcome', async () => {
