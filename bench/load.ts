@@ -34,6 +34,8 @@ export interface LoadOptions {
   /** Scratch directory for the body and per-request log. */
   readonly workDir: string;
   readonly label: string;
+  /** Fixed request rate per connection (open-ish loop); unset: as fast as the server answers. */
+  readonly rpsPerConnection?: number;
 }
 
 export interface LoadResult {
@@ -80,6 +82,7 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
       `${options.durationS}s`,
       `--warm-up-time=${options.warmupS}s`,
       `--log-file=${log}`,
+      ...(options.rpsPerConnection === undefined ? [] : [`--rps=${options.rpsPerConnection}`]),
     ],
     { maxBuffer: 16 * 1024 * 1024 },
   );

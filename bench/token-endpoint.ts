@@ -12,6 +12,8 @@ export interface TokenEndpoint {
   readonly url: string;
   /** Refresh grants performed, by user. */
   readonly refreshes: Map<string, number>;
+  /** Epoch ms of the first request received and the last refresh answered. */
+  readonly span: () => { firstRequestAt: number; lastRefreshAt: number; maxConcurrent: number };
   /** Refresh tokens presented after they were rotated away. */
   readonly doubleSpends: () => number;
   /** Registers the refresh token a seeded record carries. */
@@ -30,12 +32,19 @@ export async function startTokenEndpoint(options: {
   const refreshes = new Map<string, number>();
   const issued = new Map<string, string>();
   let doubleSpends = 0;
+  let firstRequestAt = 0;
+  let lastRefreshAt = 0;
+  let inFlight = 0;
+  let maxConcurrent = 0;
 
   const newToken = (prefix: string, length: number) =>
     `${prefix}${randomBytes(length).toString('base64url')}`.slice(0, length);
 
   const server: Server = createServer((req, res) => {
     let body = '';
+    firstRequestAt ||= Date.now();
+    maxConcurrent = Math.max(maxConcurrent, ++inFlight);
+    res.once('close', () => (inFlight -= 1));
     req.on('data', (chunk: Buffer) => (body += chunk.toString()));
     req.on('end', () => {
       void (async () => {
@@ -58,6 +67,7 @@ export async function startTokenEndpoint(options: {
         const accessToken = newToken('at-', options.accessTokenLength);
         issued.set(user, accessToken);
         refreshes.set(user, (refreshes.get(user) ?? 0) + 1);
+        lastRefreshAt = Date.now();
         res.end(
           JSON.stringify({
             access_token: accessToken,
@@ -77,6 +87,7 @@ export async function startTokenEndpoint(options: {
     url: `http://127.0.0.1:${address.port}`,
     refreshes,
     doubleSpends: () => doubleSpends,
+    span: () => ({ firstRequestAt, lastRefreshAt, maxConcurrent }),
     issueRefreshToken: (userId) => {
       const token = newToken('rt-', 43);
       live.set(token, userId);
