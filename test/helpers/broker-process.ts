@@ -95,6 +95,17 @@ export async function startBrokerProcess(
   env: Record<string, string>,
   timeoutMs = 60_000,
 ): Promise<BrokerProcess> {
+  // The free port may be taken by another process before the broker binds it: try another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(env, timeoutMs);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE|address already in use|No address added/i.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startOnce(env: Record<string, string>, timeoutMs: number): Promise<BrokerProcess> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const dir = mkdtempSync(join(tmpdir(), 'credbroker-'));
