@@ -4,7 +4,7 @@
  * body, but a secret-bearing key that slips into a log object is censored at the logger.
  */
 import { createHash } from 'node:crypto';
-import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
 
@@ -39,6 +39,50 @@ export const SECRET_KEYS = [
 
 const redactPaths = SECRET_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]);
 
+/**
+ * Error properties that carry request data rather than a description of the failure: ioredis
+ * attaches the failed command with its arguments (`command.args`: key names with the user id,
+ * the user id itself, sealed records, lock owners); fetch and OAuth libraries attach the
+ * response or its body.
+ */
+const DROPPED_ERROR_KEYS = ['command', 'response', 'body'] as const;
+
+type SerializedError = Record<string, unknown>;
+
+function scrub(serialized: SerializedError, depth: number): SerializedError {
+  for (const key of DROPPED_ERROR_KEYS) delete serialized[key];
+  // BrokerError metadata names the user (ErrorInfo metadata.userId): logs get the hash only.
+  const metadata = serialized.metadata;
+  if (metadata !== null && typeof metadata === 'object' && 'userId' in metadata) {
+    const { userId, ...rest } = metadata as Record<string, unknown>;
+    serialized.metadata = typeof userId === 'string' ? { ...rest, userIdHash: hashUserId(userId) } : rest;
+  }
+  if (depth < 8) {
+    for (const [key, value] of Object.entries(serialized)) {
+      if (value !== null && typeof value === 'object' && !Array.isArray(value) && 'message' in value) {
+        serialized[key] = scrub(value as SerializedError, depth + 1);
+      }
+    }
+    if (Array.isArray(serialized.aggregateErrors)) {
+      serialized.aggregateErrors = (serialized.aggregateErrors as SerializedError[]).map((e) =>
+        scrub(e, depth + 1),
+      );
+    }
+  }
+  return serialized;
+}
+
+/**
+ * pino's default error serializer (type, message and stack with those of the `cause` chain,
+ * enumerable properties) minus what an error may carry about the request: DROPPED_ERROR_KEYS,
+ * and BrokerError `metadata.userId`, which becomes `userIdHash`.
+ */
+export function serializeError(err: unknown): unknown {
+  const serialized = stdSerializers.err(err as Error) as unknown;
+  if (serialized === null || typeof serialized !== 'object' || serialized === err) return serialized;
+  return scrub(serialized as SerializedError, 0);
+}
+
 export interface CreateLoggerOptions {
   readonly level?: string;
   readonly pretty?: boolean;
@@ -52,6 +96,7 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
     name: options.name ?? 'credbroker',
     level: options.level ?? 'info',
     redact: { paths: redactPaths, censor: '[REDACTED]' },
+    serializers: { err: serializeError },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   };

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { reauthRequired } from '../../src/broker/errors.js';
+import { hashUserId } from '../../src/logger.js';
+import { storeUnavailable } from '../../src/store/redis-store.js';
+import { captureLogs } from '../helpers/log-capture.js';
+
+const USER = 'alice@example.com';
+
+describe('logger', () => {
+  it('logs a BrokerError with the hash of its user id, never the id', () => {
+    const logs = captureLogs();
+    logs.logger.warn({ err: reauthRequired('NO_TOKEN', { provider: 'corp', userId: USER }) }, 'x');
+
+    assert.ok(!logs.text().includes(USER));
+    const err = logs.records()[0]!.err as { metadata: Record<string, string>; message: string };
+    assert.deepEqual(err.metadata, { cause: 'NO_TOKEN', provider: 'corp', userIdHash: hashUserId(USER) });
+    assert.match(err.message, /no token is stored/);
+  });
+
+  it('drops the command ioredis attaches to an error, keeping its message', () => {
+    // ioredis sets `command: { name, args }` on reply errors: args hold key names with the user
+    // id, the user id itself and sealed records.
+    const reply = Object.assign(new Error("READONLY You can't write against a read only replica."), {
+      command: { name: 'evalsha', args: ['sha', 2, `credbroker:v1:{corp/${USER}}:token`, USER] },
+    });
+    const logs = captureLogs();
+    logs.logger.error({ err: reply }, 'direct');
+    logs.logger.error({ err: storeUnavailable(reply) }, 'as cause');
+
+    assert.ok(!logs.text().includes(USER));
+    assert.ok(!logs.text().includes('evalsha'));
+    const [direct, wrapped] = logs.records() as { err: { message: string } }[];
+    assert.match(direct!.err.message, /READONLY/);
+    assert.match(wrapped!.err.message, /unreachable: READONLY/);
+  });
+
+  it('drops a response or body attached to an error', () => {
+    const err = Object.assign(new Error('token endpoint failed'), {
+      body: { access_token: 'AT-in-body' },
+      response: { text: 'RT-in-response' },
+    });
+    const logs = captureLogs();
+    logs.logger.error({ err }, 'x');
+
+    assert.ok(!logs.text().includes('AT-in-body'));
+    assert.ok(!logs.text().includes('RT-in-response'));
+    assert.match(logs.text(), /token endpoint failed/);
+  });
+});
