@@ -65,8 +65,11 @@ function summary(err: unknown, operation: IdpOperation): Error {
   for (let depth = 0; depth < 4 && current instanceof Error; depth += 1) {
     const code = (current as { code?: unknown }).code;
     const status = statusOf(current);
+    // V8's JSON.parse messages quote the start of the text (`"access_tok"... is not valid
+    // JSON`): a body the IdP answered with must not reach the log that way either.
+    const message = current instanceof SyntaxError ? 'the body is not valid JSON' : current.message;
     parts.push(
-      `${current.name}${typeof code === 'string' ? ` [${code}]` : ''}${status === undefined ? '' : ` HTTP ${status}`}: ${current.message}`,
+      `${current.name}${typeof code === 'string' ? ` [${code}]` : ''}${status === undefined ? '' : ` HTTP ${status}`}: ${message}`,
     );
     // Only follow causes that are errors of the libraries or of the network: never bodies.
     current =

@@ -60,6 +60,25 @@ describe('IdP error mapping', () => {
     assert.equal(err.retryAfterMs, 3000);
   });
 
+  it('keeps a body that is not JSON out of the logged cause', () => {
+    let parseError: unknown;
+    try {
+      JSON.parse('RT-SECRET-1');
+    } catch (err) {
+      parseError = err;
+    }
+    const err = toIdpError(
+      clientError('failed to parse "response" body as JSON', {
+        cause: parseError,
+        code: 'OAUTH_PARSE_ERROR',
+      }),
+      'refresh_token',
+    );
+    const logged = String((err.cause as Error).message);
+    assert.match(logged, /SyntaxError: the body is not valid JSON/);
+    assert.ok(!logged.includes('RT-SECRET-1'));
+  });
+
   it('maps verification failures to rejected with invalidResponse, except during discovery', () => {
     const failed = clientError('unexpected JWT claim value encountered', {
       code: 'OAUTH_JWT_CLAIM_COMPARISON_FAILED',
