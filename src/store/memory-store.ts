@@ -192,10 +192,11 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
     },
 
     waitForUnlock(ref: SubjectRef, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-      check();
+      // Never rejects (and never throws synchronously): a closed store has nothing to wait for.
       const key = lockKey(ref);
       const held = locks.get(key);
-      if (held === undefined || held.expiresAt <= now() || signal?.aborted) return Promise.resolve();
+      if (closed || held === undefined || held.expiresAt <= now() || signal?.aborted)
+        return Promise.resolve();
       // A lease that runs out wakes nobody: wait no longer than the lease itself.
       const wait = Math.max(0, Math.min(timeoutMs, held.expiresAt - now()));
       return new Promise<void>((resolve) => {

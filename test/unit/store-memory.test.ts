@@ -31,6 +31,19 @@ describe('memory store', () => {
     await s.close();
   });
 
+  it('resolves a wait on a closed store at once instead of throwing, as the Redis store does', async () => {
+    const backend = createMemoryBackend();
+    const holder = createMemoryStore({ keyRing: contractKeyRing, backend });
+    const closed = createMemoryStore({ keyRing: contractKeyRing, backend });
+    const ref = freshRef();
+    assert.ok(await holder.acquireLock(ref, 60_000));
+    await closed.close();
+    const t = performance.now();
+    await closed.waitForUnlock(ref, 5_000);
+    assert.ok(performance.now() - t < 1_000);
+    await holder.close();
+  });
+
   it('shares records, locks and release notifications between stores over one backend', async () => {
     const backend = createMemoryBackend();
     const a = createMemoryStore({ keyRing: contractKeyRing, backend });
