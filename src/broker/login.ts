@@ -22,7 +22,8 @@ import type {
 } from './api.js';
 import { BrokerError, ErrorReason, invalidRequest, type SubjectRef } from './errors.js';
 import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
-import { loginRecord, loginRecordTtlMs } from './token-set.js';
+import { recordTtlMs } from './merge.js';
+import { loginRecord } from './token-set.js';
 
 /** 32 random bytes: state, nonce and PKCE verifier each carry 256 bits (RFC 7636 §7.1). */
 const RANDOM_BYTES = 32;
@@ -140,7 +141,7 @@ export function createLoginFlow(options: LoginFlowOptions): LoginFlow {
       }
       const at = now();
       const record = loginRecord({ tokens, subject, requestedScopes, previous, now: at });
-      await store.putToken(ref, record, loginRecordTtlMs(record, at, maxRecordTtlMs));
+      await store.putToken(ref, record, recordTtlMs(record, at, maxRecordTtlMs));
       return 'STORED';
     } catch (err) {
       metrics.storeError('put');

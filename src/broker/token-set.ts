@@ -1,12 +1,11 @@
 /**
  * The record a login writes (DESIGN §3), from the IdP's token response. Kept apart from the flow
- * so the rules are plain functions with their own tests.
+ * so the rules are plain functions with their own tests. Its lifetime is `recordTtlMs`
+ * (./merge.ts), the same rule as for a refreshed record.
  */
 import type { TokenSet } from '../idp/idp-client.js';
 import type { NewTokenRecord, TokenRecord } from '../store/token-store.js';
-
-/** RFC 6750: the token type when the response names none. */
-const BEARER = 'Bearer';
+import { DEFAULT_TOKEN_TYPE } from './merge.js';
 
 export interface LoginRecordInput {
   readonly tokens: TokenSet;
@@ -39,7 +38,7 @@ export function loginRecord(input: LoginRecordInput): NewTokenRecord {
   return {
     accessToken: tokens.accessToken,
     refreshToken: issued ? tokens.refreshToken : keep ? previous.refreshToken : undefined,
-    tokenType: tokens.tokenType ?? BEARER,
+    tokenType: tokens.tokenType ?? DEFAULT_TOKEN_TYPE,
     expiresAt: tokens.expiresAt,
     refreshExpiresAt: issued ? tokens.refreshExpiresAt : keep ? previous.refreshExpiresAt : undefined,
     scopes: tokens.scopes ?? input.requestedScopes,
@@ -48,19 +47,4 @@ export function loginRecord(input: LoginRecordInput): NewTokenRecord {
     updatedAt: input.now,
     subject,
   };
-}
-
-/**
- * How long the store keeps a login's record (DESIGN §3): until the refresh token expires when
- * the IdP said when, else `maxRecordTtlMs`; without a refresh token, until the access token
- * expires. At least 1 ms: every Redis write has a TTL.
- */
-export function loginRecordTtlMs(
-  record: Pick<NewTokenRecord, 'refreshToken' | 'refreshExpiresAt' | 'expiresAt'>,
-  now: number,
-  maxRecordTtlMs: number,
-): number {
-  const until =
-    record.refreshToken === undefined ? record.expiresAt : (record.refreshExpiresAt ?? now + maxRecordTtlMs);
-  return Math.max(1, until - now);
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { loginRecord, loginRecordTtlMs } from '../../src/broker/token-set.js';
+import { recordTtlMs } from '../../src/broker/merge.js';
+import { loginRecord } from '../../src/broker/token-set.js';
 import type { TokenSet } from '../../src/idp/idp-client.js';
 import type { TokenRecord } from '../../src/store/token-store.js';
 
@@ -84,7 +85,7 @@ describe('the record a login writes', () => {
 describe('the lifetime of a login record', () => {
   it('is the refresh-token expiry when known, else the configured maximum', () => {
     assert.equal(
-      loginRecordTtlMs(
+      recordTtlMs(
         { refreshToken: 'rt', refreshExpiresAt: now + 5 * HOUR, expiresAt: now + HOUR },
         now,
         720 * HOUR,
@@ -92,7 +93,7 @@ describe('the lifetime of a login record', () => {
       5 * HOUR,
     );
     assert.equal(
-      loginRecordTtlMs(
+      recordTtlMs(
         { refreshToken: 'rt', refreshExpiresAt: undefined, expiresAt: now + HOUR },
         now,
         720 * HOUR,
@@ -103,19 +104,11 @@ describe('the lifetime of a login record', () => {
 
   it('is the access-token expiry without a refresh token, and never below 1 ms', () => {
     assert.equal(
-      loginRecordTtlMs(
-        { refreshToken: undefined, refreshExpiresAt: undefined, expiresAt: now + HOUR },
-        now,
-        1,
-      ),
+      recordTtlMs({ refreshToken: undefined, refreshExpiresAt: undefined, expiresAt: now + HOUR }, now, 1),
       HOUR,
     );
     assert.equal(
-      loginRecordTtlMs(
-        { refreshToken: undefined, refreshExpiresAt: undefined, expiresAt: now - HOUR },
-        now,
-        1,
-      ),
+      recordTtlMs({ refreshToken: undefined, refreshExpiresAt: undefined, expiresAt: now - HOUR }, now, 1),
       1,
     );
   });
