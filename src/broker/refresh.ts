@@ -12,7 +12,7 @@ import type { Logger } from '../logger.js';
 import { hashUserId } from '../logger.js';
 import type { IdpClient } from '../idp/idp-client.js';
 import { IdpError } from '../idp/idp-client.js';
-import type { TokenRecord, TokenStore } from '../store/token-store.js';
+import type { NewTokenRecord, TokenRecord, TokenStore } from '../store/token-store.js';
 import type { CallContext, TokenSource } from './api.js';
 import type { AuditLog } from './audit.js';
 import type { Clock } from './clock.js';
@@ -26,15 +26,10 @@ import {
 } from './errors.js';
 import { mergeRefreshed, recordTtlMs } from './merge.js';
 import type { BrokerMetrics, RefreshOutcome, StoreOperation } from './metrics.js';
-import { createSingleflight } from './singleflight.js';
+import { createSingleflight, headroom, waitWithin } from './singleflight.js';
 
 /** RetryInfo when the IdP is unavailable and sent no Retry-After. */
 export const DEFAULT_IDP_RETRY_MS = 1000;
-/**
- * Answer this long before the caller's deadline, so REFRESH_IN_PROGRESS (with its ErrorInfo)
- * reaches the caller instead of a bare client-side DEADLINE_EXCEEDED.
- */
-export const DEADLINE_HEADROOM_MS = 50;
 
 /** The token part of a record: what a caller is handed. */
 export type ServedToken = Pick<TokenRecord, 'accessToken' | 'tokenType' | 'expiresAt' | 'scopes'>;
@@ -254,19 +249,56 @@ export function createRefresher(options: RefresherOptions): Refresher {
       count(ref, state, 'refreshed');
       return fresh;
     }
-    count(ref, state, 'fenced');
     const current = await counted('get', store.getToken(ref));
     if (current === undefined) {
       // Revoked while the IdP call was in flight: the record stays deleted, and the grant the
       // refresh just produced is revoked too (RFC 7009), best-effort.
+      count(ref, state, 'fenced');
       if (tokens.refreshToken !== undefined && tokens.refreshToken !== rec.refreshToken) {
         void idp.revoke(tokens.refreshToken, 'refresh_token').catch(() => undefined);
       }
       throw reauthRequired(ReauthCause.NO_TOKEN, ref);
     }
-    if (current.generation !== rec.generation && current.expiresAt > now) return served(current, state);
+    if (current.generation !== rec.generation) {
+      count(ref, state, 'fenced');
+      if (current.expiresAt > now) return served(current, state);
+      return fresh;
+    }
+    // The lease ran out during the IdP call (the holder stalled) but nobody has written since:
+    // take the lock again and store the new tokens, or a rotated refresh token would be lost.
+    if (await rewrite(ref, rec, next, now)) {
+      count(ref, state, 'refreshed');
+      return fresh;
+    }
+    count(ref, state, 'fenced');
     log(ref).warn('refresh lock lost before the write; serving the refreshed token unsaved');
     return fresh;
+  }
+
+  /** One more fenced write of `next` over `rec` under a freshly taken lock. @returns whether it landed */
+  async function rewrite(
+    ref: SubjectRef,
+    rec: TokenRecord,
+    next: NewTokenRecord,
+    now: number,
+  ): Promise<boolean> {
+    const owner = await counted('lock', store.acquireLock(ref, lockLeaseMs)).catch(() => undefined);
+    if (owner === undefined) return false;
+    try {
+      return await store.putTokenFenced(
+        ref,
+        owner,
+        rec.generation,
+        next,
+        recordTtlMs(next, now, maxRecordTtlMs),
+      );
+    } catch (err) {
+      metrics.storeError('put_fenced');
+      log(ref).warn({ err }, 'refreshed token could not be stored after the lock was lost');
+      return false;
+    } finally {
+      await release(ref, owner);
+    }
   }
 
   async function refreshFailed(
@@ -331,7 +363,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
         flight.state.deadline = Math.max(flight.state.deadline, ctx.deadline);
         flight.state.marginMs = Math.max(flight.state.marginMs, marginMs);
       }
-      return awaitWithin(flight.promise, ref, ctx, clock);
+      return waitWithin(flight.promise, ctx.deadline, ctx.signal, clock, () => refreshInProgress(ref));
     },
     idle: () => flights.idle(),
   };
@@ -356,41 +388,4 @@ export function refreshInProgress(ref: SubjectRef): BrokerError {
     'the token is being refreshed and the wait would outlive the call deadline',
     { metadata: { provider: ref.provider, userId: ref.userId } },
   );
-}
-
-/** How long before a deadline to give up: DEADLINE_HEADROOM_MS, less for very short deadlines. */
-function headroom(remainingMs: number): number {
-  return Math.min(DEADLINE_HEADROOM_MS, Math.max(0, remainingMs) / 5);
-}
-
-/**
- * The flight's result, or REFRESH_IN_PROGRESS at this caller's own deadline (or cancellation),
- * whichever comes first. The flight itself goes on for the callers who can still wait.
- */
-function awaitWithin<T>(promise: Promise<T>, ref: SubjectRef, ctx: CallContext, clock: Clock): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
-    const cleanup = () => {
-      if (timer !== undefined) clearTimeout(timer);
-      ctx.signal.removeEventListener('abort', giveUp);
-    };
-    const giveUp = () => {
-      cleanup();
-      reject(refreshInProgress(ref));
-    };
-    if (ctx.signal.aborted) return giveUp();
-    const remaining = ctx.deadline - clock.now();
-    if (Number.isFinite(remaining)) timer = setTimeout(giveUp, Math.max(0, remaining - headroom(remaining)));
-    ctx.signal.addEventListener('abort', giveUp, { once: true });
-    promise.then(
-      (value) => {
-        cleanup();
-        resolve(value);
-      },
-      (err: unknown) => {
-        cleanup();
-        reject(err);
-      },
-    );
-  });
 }

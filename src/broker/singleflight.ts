@@ -1,8 +1,10 @@
 /**
  * In-process single-flight: concurrent callers for one key share one promise, so a process runs
  * at most one refresh per user at a time. Every caller may attach to the shared state (for
- * example to extend how long the flight is worth waiting for) before awaiting the promise.
+ * example to extend how long the flight is worth waiting for) before awaiting the promise, and
+ * waits for it only until its own deadline (`waitWithin`).
  */
+import type { Clock } from './clock.js';
 
 export interface Flight<T, S> {
   readonly promise: Promise<T>;
@@ -50,4 +52,55 @@ export function createSingleflight<T, S>(): Singleflight<T, S> {
       await Promise.allSettled([...flights.values()].map((f) => f.promise));
     },
   };
+}
+
+/**
+ * Answer this long before a caller's deadline, so an error with details (REFRESH_IN_PROGRESS)
+ * reaches the caller instead of a bare client-side DEADLINE_EXCEEDED.
+ */
+export const DEADLINE_HEADROOM_MS = 50;
+
+/** How long before a deadline to give up: DEADLINE_HEADROOM_MS, less for very short deadlines. */
+export function headroom(remainingMs: number): number {
+  return Math.min(DEADLINE_HEADROOM_MS, Math.max(0, remainingMs) / 5);
+}
+
+/**
+ * A flight's result for one caller, or `giveUp()` at that caller's own deadline (less the
+ * headroom) or when `signal` aborts, whichever comes first. The flight itself goes on for the
+ * callers who can still wait.
+ * @param deadline epoch ms by `clock`; Infinity for none
+ */
+export function waitWithin<T>(
+  promise: Promise<T>,
+  deadline: number,
+  signal: AbortSignal,
+  clock: Clock,
+  giveUp: () => Error,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal.removeEventListener('abort', stop);
+    };
+    const stop = () => {
+      cleanup();
+      reject(giveUp());
+    };
+    if (signal.aborted) return stop();
+    const remaining = deadline - clock.now();
+    if (Number.isFinite(remaining)) timer = setTimeout(stop, Math.max(0, remaining - headroom(remaining)));
+    signal.addEventListener('abort', stop, { once: true });
+    promise.then(
+      (value) => {
+        cleanup();
+        resolve(value);
+      },
+      (err: unknown) => {
+        cleanup();
+        reject(err);
+      },
+    );
+  });
 }

@@ -240,6 +240,22 @@ describe('Refresh under the per-user lock', () => {
     assert.deepEqual(idp.refreshed, []);
   });
 
+  it('stores the refresh anyway when its lease ran out during the IdP call and nobody took the lock', async () => {
+    idp.delayMs = 250;
+    const outcomes: string[] = [];
+    const stalled = Object.create(store) as TokenStore;
+    // A holder whose renewals never land (a stalled event loop): the 100 ms lease runs out.
+    stalled.renewLock = () => Promise.resolve(false);
+    store = stalled;
+    const service = replica(100, { ...noopBrokerMetrics, refresh: (_p, outcome) => outcomes.push(outcome) });
+    const token = await get(service, ctx(clock));
+    assert.equal(token.accessToken, 'at-1');
+    assert.deepEqual(outcomes, ['refreshed']);
+    const saved = await store.getToken(alice);
+    assert.equal(saved?.refreshToken, 'rt-1');
+    assert.notEqual(await store.acquireLock(alice, 100), undefined, 'the lock was released');
+  });
+
   it('releases the lock after refreshing, so the next expiry refreshes again at once', async () => {
     const service = replica();
     await get(service, ctx(clock));
