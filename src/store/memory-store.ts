@@ -109,9 +109,16 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
 
     async getToken(ref: SubjectRef): Promise<TokenRecord | undefined> {
       const r = ring(ref);
-      const stored = live(tokens, tokenKey(ref));
+      const key = tokenKey(ref);
+      const stored = live(tokens, key);
       if (stored === undefined) return undefined;
-      return openRecord(r, ref, stored.sealed, stored.generation).record;
+      const { record, keyId } = openRecord(r, ref, stored.sealed, stored.generation);
+      const entry = tokens.get(key);
+      if (keyId !== r.active.id && entry !== undefined) {
+        // As the Redis store: re-sealed in place under the active key, generation and TTL kept.
+        entry.value = { generation: stored.generation, sealed: sealRecord(r.active, ref, record) };
+      }
+      return record;
     },
 
     async putToken(ref: SubjectRef, record: NewTokenRecord, ttlMs: number): Promise<number> {

@@ -149,7 +149,16 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
       const r = ring(ref);
       const [g, v] = await run(() => redis.hmgetBuffer(tokenKey(ref), 'g', 'v'));
       if (!v) return undefined;
-      return openRecord(r, ref, v, g ? Number(g.toString()) : undefined).record;
+      const { record, keyId } = openRecord(r, ref, v, g ? Number(g.toString()) : undefined);
+      if (keyId !== r.active.id) {
+        // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
+        // (same generation and TTL; a write in between wins). Best-effort: the read succeeded.
+        const sealed = sealRecord(r.active, ref, record);
+        await run(() => redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
+          logger?.debug({ err }, 're-sealing a record under the active key failed'),
+        );
+      }
+      return record;
     },
 
     async putToken(ref: SubjectRef, record: NewTokenRecord, ttlMs: number): Promise<number> {

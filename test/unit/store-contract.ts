@@ -214,6 +214,26 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         }
       });
 
+      it('re-seals a record read under an old key in place, keeping its generation', async () => {
+        const ref = freshRef();
+        const g = await store.putToken(ref, sampleRecord(), HOUR);
+        const k2 = { id: 'k2', key: randomBytes(32) };
+        const rotated = await h.reopen(createKeyRing([k2, contractKeyRing.active], 'k2'));
+        try {
+          assert.equal((await rotated.getToken(ref))?.generation, g);
+          // Only k2 opens it now; nothing else changed.
+          await assertRejectsWith(store.getToken(ref), 'REAUTH_REQUIRED', 'UNDECRYPTABLE');
+          const onlyK2 = await h.reopen(createKeyRing([k2]));
+          try {
+            assert.equal((await onlyK2.getToken(ref))?.generation, g);
+          } finally {
+            if (onlyK2 !== store) await onlyK2.close();
+          }
+        } finally {
+          if (rotated !== store) await rotated.close();
+        }
+      });
+
       it('answers STORE_DISABLED for token operations without a key ring, while login state still works', async () => {
         const disabled = await h.reopen(undefined);
         try {
