@@ -1,14 +1,12 @@
 /**
- * A real broker for the polyglot clients: a real redis-server, the Redis TokenStore (sealed
- * records), the real token service (src/broker/get-token.ts) and the real gRPC server
- * (validation, error mapping, google.rpc.Status trailer) on 127.0.0.1:0. One user's token is
- * seeded through the store, as CompleteLogin would have written it.
+ * A real broker for the polyglot clients: a real redis-server, the production composition
+ * (createApp: Redis TokenStore with sealed records, IdP registry, token service) behind the real
+ * gRPC server (validation, error mapping, google.rpc.Status trailer) on 127.0.0.1:0. One user's
+ * token is seeded through the store, as CompleteLogin would have written it.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
-import { createIdpRegistry } from '../../src/idp/registry.js';
+import { createApp, type App } from '../../src/app.js';
 import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
@@ -24,6 +22,9 @@ const PROVIDER_YAML = `providers:
     client_secret: s
     redirect_uris: [https://app.example.com/cb]
 `;
+
+/** A user whose token expires inside the skew and who has no refresh token. */
+export const EXPIRING_USER = 'bob@example.com';
 
 export interface PolyglotBroker {
   readonly address: string;
@@ -58,27 +59,23 @@ export async function startPolyglotBroker(): Promise<PolyglotBroker> {
     CREDBROKER_STORE_COMMAND_TIMEOUT: '300ms',
   };
   const config = testConfig(PROVIDER_YAML, env);
-  let store: TokenStore | undefined;
-  let tokens: TokenService | undefined;
+  const logs = captureLogs('warn');
+  let seeder: TokenStore | undefined;
+  let app: App | undefined;
   let server: TestServer | undefined;
+  const closeApp = async (a: App | undefined) => {
+    for (const resource of a?.resources ?? []) await resource.close();
+  };
   try {
-    const keyRing = loadKeyRing(config.store);
-    const logs = captureLogs('warn');
-    store = createStore(config.store, keyRing, logs.logger);
-    const idps = await createIdpRegistry(config, { logger: logs.logger });
-    tokens = createTokenService({
-      store,
-      idps,
-      storageEnabled: keyRing !== undefined && config.store.subject_tokens,
-      lockLeaseMs: config.refresh.lock_lease,
-      logger: logs.logger,
-    });
-    await connected(store);
+    // The token is written through a second store on the same Redis and key ring, as
+    // CompleteLogin on another replica would have written it.
+    seeder = createStore(config.store, loadKeyRing(config.store), logs.logger);
+    await connected(seeder);
     const userId = 'alice@example.com';
     const accessToken = `at-${randomBytes(24).toString('base64url')}`;
     const now = Date.now();
     const expiresAt = new Date(Math.floor(now / 1000) * 1000 + 3600_000);
-    await store.putToken(
+    await seeder.putToken(
       { provider: PROVIDER, userId },
       {
         accessToken,
@@ -94,15 +91,27 @@ export async function startPolyglotBroker(): Promise<PolyglotBroker> {
       },
       24 * 3600_000,
     );
-    server = await startTestServer({
-      config,
-      api: {
-        ...notImplementedApi,
-        getValidSubjectToken: tokens.getValidSubjectToken,
-        revokeSubjectToken: tokens.revokeSubjectToken,
+    // Inside the 60 s refresh skew and nothing to refresh with: REAUTH_REQUIRED / NO_REFRESH_TOKEN.
+    await seeder.putToken(
+      { provider: PROVIDER, userId: EXPIRING_USER },
+      {
+        accessToken: `at-${randomBytes(24).toString('base64url')}`,
+        refreshToken: undefined,
+        tokenType: 'Bearer',
+        expiresAt: now + 30_000,
+        refreshExpiresAt: undefined,
+        scopes: ['openid'],
+        idToken: undefined,
+        obtainedVia: 'login',
+        updatedAt: now,
+        subject: 'sub-bob',
       },
-    });
-    const [s, st, t] = [server, store, tokens];
+      3600_000,
+    );
+    // The production composition root (src/app.ts): key ring, Redis store, IdP registry, token service.
+    app = await createApp(config, logs.logger);
+    server = await startTestServer({ config, api: app.api, observers: app.observers });
+    const [s, a, st] = [server, app, seeder];
     return {
       address: s.address,
       userId,
@@ -112,14 +121,15 @@ export async function startPolyglotBroker(): Promise<PolyglotBroker> {
       redis,
       stop: async () => {
         await s.stop();
-        await t.idle();
+        await closeApp(a);
         await st.close();
         await redis.stop();
       },
     };
   } catch (err) {
     await server?.stop();
-    await store?.close();
+    await closeApp(app);
+    await seeder?.close();
     await redis.stop();
     throw err;
   }

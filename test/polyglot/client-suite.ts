@@ -4,7 +4,7 @@
  * STORE_UNAVAILABLE decoded with its RetryInfo and retried. Shared by python.test.ts and go.test.ts.
  */
 import assert from 'node:assert/strict';
-import { startPolyglotBroker, PROVIDER, type PolyglotBroker } from './broker.js';
+import { EXPIRING_USER, startPolyglotBroker, PROVIDER, type PolyglotBroker } from './broker.js';
 import type { ClientRun } from './toolchain.js';
 
 export interface ClientArgs {
@@ -55,6 +55,15 @@ export function clientSuite(build: BuildClient): void {
       provider: PROVIDER,
       userId: 'nobody',
     });
+  });
+
+  it('decodes cause NO_REFRESH_TOKEN for a token inside the skew without a refresh token', async () => {
+    const run = await call(EXPIRING_USER);
+    assert.equal(run.exitCode, 2, run.stderr);
+    assert.equal(run.output.reason, 'REAUTH_REQUIRED');
+    assert.equal(run.output.cause, 'NO_REFRESH_TOKEN');
+    assert.equal(run.output.causeIsKnown, true);
+    assert.equal(run.output.userId, EXPIRING_USER);
   });
 
   it('reports INVALID_REQUEST as a non-retryable error', async () => {
