@@ -7,7 +7,9 @@
  * - waiter added latency: for each user, how long after the first caller got the new token the
  *   other callers got it (single-flight waiters in the same process and lock waiters on other
  *   replicas woken by the release notification) — next to the same spread for an identical
- *   burst served from the store, which is what a burst costs without any refresh.
+ *   burst served from the store, which is what a burst costs without any refresh; and how long
+ *   after the first replica each other replica's first caller got the token (the lock-release
+ *   notification, the re-read and one response).
  *
  * Setup: one redis-server, REPLICAS `credbroker serve` processes sharing it, and a counting OAuth
  * token endpoint with a fixed latency (bench/token-endpoint.ts) that rotates refresh tokens.
@@ -148,7 +150,11 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
       Promise.allSettled(
         users.flatMap((userId) =>
           Array.from({ length: scenario.callsPerUser }, (_, i) =>
-            getToken(clients[i % clients.length]!, userId).then((r) => ({ ...r, userId })),
+            getToken(clients[i % clients.length]!, userId).then((r) => ({
+              ...r,
+              userId,
+              replica: i % clients.length,
+            })),
           ),
         ),
       );
@@ -163,18 +169,25 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
     const baseline = await burst();
     const added: number[] = [];
     const spreadStored: number[] = [];
+    /** Per user, when each other replica's first caller got the token after the first replica's. */
+    const replicaWake: number[] = [];
     let usersWithOneToken = 0;
     for (const userId of users) {
       const mine = ok.filter((r) => r.userId === userId);
       if (new Set(mine.map((r) => r.token)).size === 1 && mine[0]?.token === idp.lastAccessToken(userId))
         usersWithOneToken += 1;
       added.push(...spread(mine.map((r) => r.at)).slice(1));
+      const firstByReplica = brokers.map((_, k) =>
+        Math.min(...mine.filter((r) => r.replica === k).map((r) => r.at)),
+      );
+      replicaWake.push(...spread(firstByReplica).slice(1));
       const again = baseline.flatMap((r) =>
         r.status === 'fulfilled' && r.value.userId === userId ? [r.value.at] : [],
       );
       spreadStored.push(...spread(again).slice(1));
     }
     added.sort((a, b) => a - b);
+    replicaWake.sort((a, b) => a - b);
     spreadStored.sort((a, b) => a - b);
     const refreshes = [...idp.refreshes.values()].reduce((a, b) => a + b, 0);
     for (const c of clients) c.close();
@@ -191,6 +204,8 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
       waiterAddedP50Ms: Number(percentile(added, 0.5).toFixed(1)),
       waiterAddedP99Ms: Number(percentile(added, 0.99).toFixed(1)),
       waiterAddedMaxMs: Number((added[added.length - 1] ?? Number.NaN).toFixed(1)),
+      otherReplicasFirstP50Ms: Number(percentile(replicaWake, 0.5).toFixed(1)),
+      otherReplicasFirstP99Ms: Number(percentile(replicaWake, 0.99).toFixed(1)),
       storedSpreadP50Ms: Number(percentile(spreadStored, 0.5).toFixed(1)),
       storedSpreadP99Ms: Number(percentile(spreadStored, 0.99).toFixed(1)),
       idpLatencyMs: scenario.idpLatencyMs,
