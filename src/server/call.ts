@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../broker/api.js';
-import { BrokerError } from '../broker/errors.js';
+import { BrokerError, invalidRequest } from '../broker/errors.js';
 import { hashUserId, type Logger } from '../logger.js';
 import { toServiceError } from './errors.js';
 
@@ -51,6 +51,18 @@ export interface Subject {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * What the API port's request decoder (server.ts) hands on instead of throwing for bytes that are
+ * not a valid request message (malformed protobuf, an int64 beyond 2^53): the wrapper then
+ * authenticates the caller and answers INVALID_REQUEST, with a call log line and an audit entry.
+ */
+export const UNDECODABLE: unique symbol = Symbol('undecodable request');
+
+function decoded<Req>(rpc: string, request: Req): Req {
+  if ((request as unknown) !== UNDECODABLE) return request;
+  throw invalidRequest([{ field: '', description: `not a valid credbroker.v1.${rpc}Request message` }]);
+}
 
 function requestIdOf(metadata: Metadata): string {
   const given = metadata.get('x-request-id')[0];
@@ -132,7 +144,7 @@ export function unary<Req, Res, Input extends Subject>(
         const authorize = (provider: string | undefined) =>
           options.authorize?.(rpc, call as ServerUnaryCall<unknown, unknown>, provider).caller;
         try {
-          subject = validate(call.request);
+          subject = validate(decoded(rpc, call.request));
         } catch (invalid) {
           // Authenticate first: an unknown caller learns nothing from validation details (such
           // as the list of configured providers). The provider is checked once it is valid.

@@ -1,5 +1,12 @@
 import assert from 'node:assert/strict';
-import { credentials, loadPackageDefinition, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import {
+  Client,
+  credentials,
+  loadPackageDefinition,
+  Metadata,
+  status,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -7,7 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BrokerApi } from '../../src/broker/api.js';
 import { notImplementedApi } from '../../src/broker/not-implemented.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
-import { call, callError } from '../helpers/grpc.js';
+import { GetValidSubjectTokenRequest } from '../../src/gen/credbroker/v1/broker.js';
+import { call, callError, decodeError } from '../helpers/grpc.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const require = createRequire(import.meta.url);
@@ -268,6 +276,39 @@ describe('BrokerServer', () => {
     const text = ts.logs.text();
     for (const secret of [...Object.values(secrets), 'NONCE-55'])
       assert.ok(!text.includes(secret), `log contains ${secret}`);
+  });
+
+  it('answers bytes that are not a request message with INVALID_REQUEST and a call log line, not a bare INTERNAL', async () => {
+    ts = await startTestServer({ yaml: provider });
+    const raw = new Client(ts.address, credentials.createInsecure());
+    const send = (bytes: Buffer) =>
+      new Promise<ServiceError>((resolve, reject) =>
+        raw.makeUnaryRequest(
+          '/credbroker.v1.CredentialBroker/GetValidSubjectToken',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          bytes,
+          (err) => (err ? resolve(err) : reject(new Error('the call succeeded'))),
+        ),
+      );
+    try {
+      // min_valid_for.seconds = 2^60 (beyond Number's safe range), then a truncated field.
+      const huge = GetValidSubjectTokenRequest.encode({
+        userId: 'alice',
+        provider: 'corp',
+        minValidFor: { seconds: 2 ** 60, nanos: 0 },
+      }).finish();
+      for (const bytes of [Buffer.from(huge), Buffer.from([0x0a, 0xff])]) {
+        const e = decodeError(await send(bytes));
+        assert.equal(e.code, status.INVALID_ARGUMENT);
+        assert.equal(e.errorInfo.reason, 'INVALID_REQUEST');
+      }
+    } finally {
+      raw.close();
+    }
+    const lines = ts.logs.records().filter((r) => r.msg === 'call');
+    assert.equal(lines.length, 2);
+    assert.ok(lines.every((r) => r.status === 'INVALID_ARGUMENT'));
   });
 
   it('bounds the request size at 64 KiB', async () => {
