@@ -293,6 +293,24 @@ describe('GetValidSubjectToken across broker processes (real Redis, real OpenID 
     assert.equal(token.degraded, false);
   });
 
+  it('treats HTTP 429 with Retry-After as a transient failure, never as a revoked grant', async () => {
+    await loginWithTtl('throttled', 1);
+    await sleep(1100);
+    const before = await record('throttled');
+    provider.failTokenEndpoint({ status: 429, retryAfterSeconds: 7 });
+    try {
+      const err = await getError(a, 'throttled', { seconds: 60, nanos: 0 });
+      assert.equal(err.code, status.UNAVAILABLE);
+      assert.equal(err.errorInfo.reason, 'IDP_UNAVAILABLE');
+      assert.deepEqual(err.retryInfo?.retryDelay, { seconds: 7, nanos: 0 });
+    } finally {
+      provider.failTokenEndpoint(undefined);
+    }
+    const kept = await record('throttled');
+    assert.equal(kept?.generation, before?.generation);
+    assert.equal((await get(a, 'throttled')).source, TokenSource.TOKEN_SOURCE_REFRESHED);
+  });
+
   it('lets another process refresh within one lease after the lock holder was SIGKILLed', async () => {
     const doomed = await startBrokerProcess(env);
     try {
