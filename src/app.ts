@@ -17,8 +17,11 @@ export interface App {
   readonly api: BrokerApi;
   readonly observers: readonly CallObserver[];
   readonly authorize?: Authorizer;
-  /** Reports store reachability to readiness; undefined when nothing external is needed. */
-  readonly probe?: () => Promise<boolean>;
+  /**
+   * One round trip to the store for readiness: rejects (with the reason readiness logs) when it
+   * is unreachable; undefined when nothing external is needed.
+   */
+  readonly probe?: () => Promise<void>;
   readonly resources: readonly { close(): Promise<void> | void }[];
 }
 
@@ -66,15 +69,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   return {
     api,
     observers: [],
-    ...(store.kind === 'memory'
-      ? {}
-      : {
-          probe: () =>
-            store.ping().then(
-              () => true,
-              () => false,
-            ),
-        }),
+    ...(store.kind === 'memory' ? {} : { probe: () => store.ping() }),
     // Refreshes in flight finish (and release their locks) before the store closes.
     resources: [{ close: () => tokens.idle().then(() => store.close()) }],
   };
