@@ -1,6 +1,8 @@
 /**
- * What the per-call logging of src/server/call.ts costs in CPU — `logger.child({ rpc })`,
- * `.child({ requestId })` and one `info` call line — with the production logger
+ * What the per-call logging of a GetValidSubjectToken call costs in CPU — src/server/call.ts's
+ * `logger.child({ rpc })`, `.child({ requestId })` and `info` call line, plus the audit entry
+ * (`token_release`, src/server/security/audit.ts: a second root logger, always at info) — with
+ * the production logger
  * (src/logger.ts: pino with 75 redact paths, two thirds of them `*.key` / `*.*.key` wildcards),
  * compared with pino without redaction and with a candidate that keeps the same protection:
  * top-level redact paths (cheap) plus a `formatters.log` that censors secret keys at any depth
@@ -58,13 +60,24 @@ function candidateLogger(): Logger {
   );
 }
 
-function perCallMicros(logger: Logger, calls: number): number {
+function perCallMicros(make: () => Logger, calls: number): number {
+  const logger = make();
+  const audit = make();
   const line = { status: 'OK', durationMs: 0.42, provider: 'corp', user: '0123456789abcdef' };
-  const once = (i: number) =>
+  const entry = {
+    event: 'token_release',
+    outcome: 'ok',
+    rpc: 'GetValidSubjectToken',
+    user: '0123456789abcdef',
+    provider: 'corp',
+  };
+  const once = (i: number) => {
     logger
       .child({ rpc: 'GetValidSubjectToken' })
       .child({ requestId: `req-${i}` })
       .info(line, 'call');
+    audit.info({ ...entry, requestId: `req-${i}` }, 'audit');
+  };
   for (let i = 0; i < 2000; i++) once(i); // warm up the JIT
   const started = process.cpuUsage();
   for (let i = 0; i < calls; i++) once(i);
@@ -73,7 +86,7 @@ function perCallMicros(logger: Logger, calls: number): number {
 }
 
 export interface LoggerCost {
-  /** CPU µs per call for the call-logging pattern of src/server/call.ts. */
+  /** CPU µs per call for the logging of one call (2 child loggers, call line, audit line). */
   readonly productionLogger: number;
   readonly withoutRedaction: number;
   readonly candidateTopLevelRedactPlusFormatter: number;
@@ -81,9 +94,9 @@ export interface LoggerCost {
 
 export function measureLoggerCost(calls = 20_000): LoggerCost {
   return {
-    productionLogger: perCallMicros(createLogger({ level: 'info', destination: sink() }), calls),
-    withoutRedaction: perCallMicros(pino({ level: 'info' }, sink()), calls),
-    candidateTopLevelRedactPlusFormatter: perCallMicros(candidateLogger(), calls),
+    productionLogger: perCallMicros(() => createLogger({ level: 'info', destination: sink() }), calls),
+    withoutRedaction: perCallMicros(() => pino({ level: 'info' }, sink()), calls),
+    candidateTopLevelRedactPlusFormatter: perCallMicros(candidateLogger, calls),
   };
 }
 

@@ -215,7 +215,7 @@ async function main(): Promise<void> {
   );
   const loggerCost = measureLoggerCost();
   log(
-    `per-call logging (2 × child + 1 line), CPU µs: production logger ${loggerCost.productionLogger}, ` +
+    `per-call logging (2 child loggers, call line, audit line), CPU µs: production logger ${loggerCost.productionLogger}, ` +
       `no redaction ${loggerCost.withoutRedaction}, candidate ${loggerCost.candidateTopLevelRedactPlusFormatter}`,
   );
 
