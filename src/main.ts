@@ -96,15 +96,24 @@ export async function serve(
   const config = loadConfig({ env, file });
   const logger = createLogger({ level: config.log_level, pretty: config.log_pretty });
   const { server } = await startBroker(config, logger);
-  await new Promise<void>((resolve) => {
+  const signal = await shutdownSignal();
+  logger.info({ signal }, 'signal received');
+  await server.shutdown();
+  return 0;
+}
+
+/**
+ * Resolves at the first SIGTERM or SIGINT. Both handlers are removed then, so a second signal
+ * during a slow shutdown ends the process the default way.
+ */
+export function shutdownSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'signal received');
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      void server.shutdown().then(resolve);
+      resolve(signal);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
-  return 0;
 }

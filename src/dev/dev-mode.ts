@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { generateKey } from '../cli/keygen.js';
 import { loadConfig } from '../config/load.js';
 import { createLogger } from '../logger.js';
-import { startBroker, type Running } from '../main.js';
+import { shutdownSignal, startBroker, type Running } from '../main.js';
 import { isLoopbackListen } from '../server/security/exposure.js';
 import { withPort } from '../server/server.js';
 import { DEV_USER, startDevProvider, type DevProvider } from './dev-provider.js';
@@ -152,14 +152,7 @@ Ctrl-C stops everything.
 export async function runDevMode(env: Readonly<Record<string, string | undefined>>): Promise<number> {
   const dev = await startDevMode(env);
   console.log(describeDevMode(dev.session));
-  await new Promise<void>((resolve) => {
-    const onSignal = () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      void dev.stop().then(resolve);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+  await shutdownSignal();
+  await dev.stop();
   return 0;
 }
