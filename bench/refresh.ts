@@ -30,7 +30,10 @@ import { startTokenEndpoint } from './token-endpoint.js';
 
 const REPLICAS = 4;
 const PROVIDER = 'corp';
-const LEASE_MS = 5000;
+const flag = (name: string) =>
+  process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(`--${name}=`.length);
+/** refresh.lock_lease (production default 5 s); `--lease=20000` to see missed notifications. */
+const LEASE_MS = Number(flag('lease') ?? 5000);
 
 interface Scenario {
   readonly name: string;
@@ -57,8 +60,7 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** store.command_timeout for the brokers (production default 1s); `--command-timeout=5s` to override. */
-const COMMAND_TIMEOUT =
-  process.argv.find((a) => a.startsWith('--command-timeout='))?.slice('--command-timeout='.length) ?? '1s';
+const COMMAND_TIMEOUT = flag('command-timeout') ?? '1s';
 
 function reasonOf(err: unknown): string {
   const e = err as ServiceError;
@@ -220,7 +222,9 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
 }
 
 const rows = [];
-for (const scenario of scenarios) {
+/** `--scenario=3` runs only the third. */
+const only = flag('scenario');
+for (const scenario of only === undefined ? scenarios : [scenarios[Number(only) - 1]!]) {
   const row = await run(scenario);
   console.log(JSON.stringify(row));
   rows.push(row);
