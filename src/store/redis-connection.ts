@@ -43,6 +43,23 @@ function hostPort(text: string): { host: string; port: number } {
 }
 
 /**
+ * The user and password written in Cluster seed URLs (`redis://user:pass@host:6379`), for every
+ * node: ioredis would use them for the seeds only, while the nodes it learns from CLUSTER SLOTS
+ * connect with `redisOptions`. `store.redis_password_file` takes precedence.
+ */
+export function clusterUrlCredentials(urls: readonly string[]): Pick<RedisOptions, 'username' | 'password'> {
+  for (const text of urls) {
+    const url = new URL(text);
+    if (url.username === '' && url.password === '') continue;
+    return {
+      ...(url.username !== '' ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password !== '' ? { password: decodeURIComponent(url.password) } : {}),
+    };
+  }
+  return {};
+}
+
+/**
  * Opens the configured Redis; undefined when none is configured (the memory store is used).
  * Connections start in the background: commands fail with a connection error until ready.
  */
@@ -88,7 +105,11 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
       maxRedirections: 4,
       retryDelayOnClusterDown: 100,
       retryDelayOnFailover: 100,
-      redisOptions: { ...nodeOptions, ...(tls ? { tls: {} } : {}) },
+      redisOptions: {
+        ...clusterUrlCredentials(config.redis_cluster),
+        ...nodeOptions,
+        ...(tls ? { tls: {} } : {}),
+      },
     };
     return {
       kind: 'redis-cluster',
