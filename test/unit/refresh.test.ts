@@ -162,11 +162,11 @@ describe('Refresh under the per-user lock', () => {
   });
 
   it('keeps the lock through an IdP call three times longer than the lease', async () => {
-    idp.delayMs = 300;
-    const first = replica(100);
-    const second = replica(100);
+    idp.delayMs = 900;
+    const first = replica(300);
+    const second = replica(300);
     const leader = get(first, ctx(clock));
-    await sleep(150); // past the first lease: only renewal keeps the second replica out
+    await sleep(400); // past the first lease: only renewal keeps the second replica out
     const follower = get(second, ctx(clock));
     const [a, b] = await Promise.all([leader, follower]);
     assert.deepEqual(idp.refreshed, ['rt-0']);
@@ -175,7 +175,7 @@ describe('Refresh under the per-user lock', () => {
   });
 
   it('gives a caller REFRESH_IN_PROGRESS at its own deadline while the refresh goes on for others', async () => {
-    idp.delayMs = 300;
+    idp.delayMs = 1000;
     const service = replica();
     const patient = get(service, ctx(clock, 5000));
     const hurried = await brokerError(get(service, ctx(clock, 100)));
