@@ -32,11 +32,6 @@ const codeByReason: Record<ErrorReason, status> = {
 /** Default back-off when an UNAVAILABLE error names none (google.rpc.RetryInfo is required there). */
 const DEFAULT_RETRY_MS = 1000;
 
-/** The gRPC status code a BrokerError reason maps to. */
-export function grpcCodeOf(reason: ErrorReason): status {
-  return codeByReason[reason];
-}
-
 function pack(typeName: string, value: Uint8Array): Any {
   return { typeUrl: `type.googleapis.com/${typeName}`, value: Buffer.from(value) };
 }
