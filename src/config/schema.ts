@@ -233,6 +233,15 @@ export const configSchema = z
           message: `duplicate provider id "${p.id}"`,
         });
       seen.add(p.id);
+      // A token that is always inside the skew window would be refreshed at the IdP on every call.
+      const skew = p.skew ?? c.refresh.skew;
+      if (p.default_access_token_lifetime <= skew) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['providers', i, 'default_access_token_lifetime'],
+          message: `must be longer than the refresh skew (${skew / 1000}s), or every call would refresh at the identity provider`,
+        });
+      }
     });
     c.callers.forEach((caller, i) =>
       caller.providers?.forEach((id, j) => {

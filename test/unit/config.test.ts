@@ -143,6 +143,22 @@ describe('loadConfig', () => {
     );
   });
 
+  it('rejects a default access-token lifetime inside the refresh skew', () => {
+    const files = { '/secrets/corp': 'x' };
+    const short = `${provider}    default_access_token_lifetime: 60s\n`;
+    assert.ok(
+      problemsOf(() => load(short, {}, files)).some((p) =>
+        p.startsWith(
+          'providers[0].default_access_token_lifetime: must be longer than the refresh skew (60s)',
+        ),
+      ),
+    );
+    assert.equal(
+      load(`${short}    skew: 30s\n`, {}, files).providers[0]!.default_access_token_lifetime,
+      60_000,
+    );
+  });
+
   it('masks secrets when printing', () => {
     const config = load(provider, { CREDBROKER_KEYS: 'k1:AAAA' }, { '/secrets/corp': 's3cr3t' });
     const text = JSON.stringify(maskConfig(config));
