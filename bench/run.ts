@@ -216,7 +216,7 @@ async function main(): Promise<void> {
   const loggerCost = measureLoggerCost();
   log(
     `per-call logging (2 child loggers, call line, audit line), CPU µs: production logger ${loggerCost.productionLogger}, ` +
-      `no redaction ${loggerCost.withoutRedaction}, candidate ${loggerCost.candidateTopLevelRedactPlusFormatter}`,
+      `no redaction ${loggerCost.withoutRedaction}, previous wildcard redaction ${loggerCost.previousWildcardRedaction}`,
   );
 
   const redis = await startRedis();

@@ -46,4 +46,34 @@ describe('logger', () => {
     assert.ok(!logs.text().includes('RT-in-response'));
     assert.match(logs.text(), /token endpoint failed/);
   });
+
+  it('censors secret-named keys at any depth of a logged object, and in child bindings', () => {
+    const logs = captureLogs();
+    const shared = { provider: 'corp' };
+    logs.logger.info(
+      {
+        accessToken: 'AT-top',
+        outer: { refresh_token: 'RT-nested', inner: { code: 'CODE-deep', keep: 'visible' } },
+        list: [{ client_secret: 'CS-in-array' }],
+        shared,
+      },
+      'line',
+    );
+    logs.logger.child({ token: 'TOKEN-binding' }).info({ state: 'STATE-child' }, 'child line');
+    const text = logs.text();
+    for (const secret of [
+      'AT-top',
+      'RT-nested',
+      'CODE-deep',
+      'CS-in-array',
+      'TOKEN-binding',
+      'STATE-child',
+    ]) {
+      assert.ok(!text.includes(secret), `log contains ${secret}`);
+    }
+    assert.match(text, /visible/);
+    const [first] = logs.records();
+    assert.equal((first!.outer as { inner: { code: string } }).inner.code, '[REDACTED]');
+    assert.deepEqual(shared, { provider: 'corp' }, "the caller's object is not mutated");
+  });
 });
