@@ -152,9 +152,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
       const { record, keyId } = openRecord(r, ref, v, g ? Number(g.toString()) : undefined);
       if (keyId !== r.active.id) {
         // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
-        // (same generation and TTL; a write in between wins). Best-effort: the read succeeded.
+        // (same generation and TTL; a write in between wins). In the background and best-effort:
+        // the read has succeeded and does not wait for it.
         const sealed = sealRecord(r.active, ref, record);
-        await run(() => redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
+        void run(() => redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
           logger?.debug({ err }, 're-sealing a record under the active key failed'),
         );
       }
