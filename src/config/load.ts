@@ -262,10 +262,17 @@ export function loadConfig(options: LoadConfigOptions): Config {
 const MASK = '***';
 const SECRET_FIELDS = new Set(['client_secret', 'keys', 'password']);
 
-/** A copy of the configuration with every secret value replaced by `***`, for printing. */
+/** The password of a `scheme://user:password@host` URL (store.redis_url, redis_cluster). */
+const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^/:@]*:)[^/@]*@/i;
+
+/**
+ * A copy of the configuration with every secret value replaced by `***`, for printing: secret
+ * fields, and passwords written into URLs.
+ */
 export function maskConfig(config: Config): unknown {
   const mask = (value: unknown, key?: string): unknown => {
     if (key !== undefined && SECRET_FIELDS.has(key) && value !== undefined) return MASK;
+    if (typeof value === 'string') return value.replace(URL_PASSWORD, `$1${MASK}@`);
     if (Array.isArray(value)) return value.map((v) => mask(v));
     if (typeof value === 'object' && value !== null) {
       return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mask(v, k)]));

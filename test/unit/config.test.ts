@@ -159,6 +159,20 @@ describe('loadConfig', () => {
     );
   });
 
+  it('masks passwords written into Redis URLs when printing', () => {
+    const text = [
+      load('', { CREDBROKER_REDIS_URL: 'redis://:hunter2@redis:6379/0' }),
+      load('', { CREDBROKER_REDIS_CLUSTER: 'rediss://broker:s3cr%40t@a:7000,redis://b:7001' }),
+    ]
+      .map((config) => JSON.stringify(maskConfig(config)))
+      .join('\n');
+    assert.ok(!text.includes('hunter2'));
+    assert.ok(!text.includes('s3cr'));
+    assert.ok(text.includes('redis://:***@redis:6379/0'));
+    assert.ok(text.includes('rediss://broker:***@a:7000'));
+    assert.ok(text.includes('redis://b:7001'));
+  });
+
   it('masks secrets when printing', () => {
     const config = load(provider, { CREDBROKER_KEYS: 'k1:AAAA' }, { '/secrets/corp': 's3cr3t' });
     const text = JSON.stringify(maskConfig(config));
