@@ -84,6 +84,11 @@ type SerializedError = Record<string, unknown>;
 
 function scrub(serialized: SerializedError, depth: number): SerializedError {
   for (const key of DROPPED_ERROR_KEYS) delete serialized[key];
+  // formatters.log (censorSecrets) does not look inside errors. An error's `code` is its error
+  // code (ECONNREFUSED, OAUTH_PARSE_ERROR), not an authorization code: kept.
+  for (const key of Object.keys(serialized)) {
+    if (key !== 'code' && SECRET.has(key)) serialized[key] = CENSOR;
+  }
   // BrokerError metadata names the user (ErrorInfo metadata.userId): logs get the hash only.
   const metadata = serialized.metadata;
   if (metadata !== null && typeof metadata === 'object' && 'userId' in metadata) {

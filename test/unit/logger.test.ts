@@ -34,6 +34,21 @@ describe('logger', () => {
     assert.match(wrapped!.err.message, /unreachable: READONLY/);
   });
 
+  it('censors secret-named properties of a logged error, keeping its error code', () => {
+    const err = Object.assign(new Error('refresh failed'), {
+      refresh_token: 'RT-on-error',
+      code: 'ECONNRESET',
+    });
+    const logs = captureLogs();
+    logs.logger.error({ err: storeUnavailable(err) }, 'wrapped');
+    logs.logger.error({ err }, 'direct');
+
+    assert.ok(!logs.text().includes('RT-on-error'));
+    const [, direct] = logs.records() as { err: Record<string, unknown> }[];
+    assert.equal(direct!.err.code, 'ECONNRESET');
+    assert.equal(direct!.err.refresh_token, '[REDACTED]');
+  });
+
   it('drops a response or body attached to an error', () => {
     const err = Object.assign(new Error('token endpoint failed'), {
       body: { access_token: 'AT-in-body' },
