@@ -12,22 +12,10 @@ import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { NewTokenRecord, TokenRecord, TokenStore } from '../../src/store/token-store.js';
+import { brokerError, callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 import { captureLogs } from '../helpers/log-capture.js';
 
-const MIN = 60_000;
-const DAY = 24 * 60 * MIN;
 const alice: SubjectRef = { provider: 'corp', userId: 'alice@example.com' };
-
-/** The IdpClient members these tests do not exercise. */
-const idpBasics = {
-  id: 'corp',
-  redirectUris: ['https://app.example.com/cb'],
-  scopes: ['openid'],
-  oidc: true,
-  providesSubject: true,
-  authorizationUrl: () => Promise.reject(new Error('not used')),
-  exchangeCode: () => Promise.reject(new Error('not used')),
-};
 
 interface FakeIdp {
   readonly refreshed: string[];
@@ -87,15 +75,7 @@ function loginRecord(clock: FakeClock, overrides: Partial<NewTokenRecord> = {}):
   };
 }
 
-function ctx(deadline = Infinity): CallContext {
-  return {
-    deadline,
-    signal: new AbortController().signal,
-    logger: createLogger({ level: 'silent' }),
-    requestId: 'req-1',
-    caller: undefined,
-  };
-}
+const ctx = (deadline = Infinity): CallContext => callContext(deadline);
 
 /** Counts getToken calls on a real store. */
 function counting(store: TokenStore): TokenStore & { reads: number } {
@@ -108,15 +88,7 @@ function counting(store: TokenStore): TokenStore & { reads: number } {
   return wrapped;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof BrokerError, `expected a BrokerError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
+const rejection = brokerError;
 
 describe('GetValidSubjectToken', () => {
   let clock: FakeClock;

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CallContext, GetTokenResult } from '../../src/broker/api.js';
 import { createFakeClock, type FakeClock } from '../../src/broker/clock.js';
-import { BrokerError, type SubjectRef } from '../../src/broker/errors.js';
+import type { SubjectRef } from '../../src/broker/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { noopBrokerMetrics, type BrokerMetrics } from '../../src/broker/metrics.js';
 import type { IdpClient, TokenSet } from '../../src/idp/idp-client.js';
@@ -11,21 +11,9 @@ import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { NewTokenRecord, TokenStore } from '../../src/store/token-store.js';
+import { brokerError, callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 
-const MIN = 60_000;
-const DAY = 24 * 60 * MIN;
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
-
-/** The IdpClient members these tests do not exercise. */
-const idpBasics = {
-  id: 'corp',
-  redirectUris: ['https://app.example.com/cb'],
-  scopes: ['openid'],
-  oidc: true,
-  providesSubject: true,
-  authorizationUrl: () => Promise.reject(new Error('not used')),
-  exchangeCode: () => Promise.reject(new Error('not used')),
-};
 
 /** A plain IdpClient: each refresh waits `delayMs` (real time), then issues numbered tokens. */
 interface FakeIdp {
@@ -78,23 +66,7 @@ function expiredRecord(clock: FakeClock): NewTokenRecord {
 }
 
 function ctx(clock: FakeClock, timeoutMs = Infinity, signal = new AbortController().signal): CallContext {
-  return {
-    deadline: clock.now() + timeoutMs,
-    signal,
-    logger: createLogger({ level: 'silent' }),
-    requestId: 'req',
-    caller: undefined,
-  };
-}
-
-async function brokerError(promise: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof BrokerError, `expected a BrokerError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
+  return callContext(clock.now() + timeoutMs, signal);
 }
 
 describe('Refresh under the per-user lock', () => {

@@ -9,31 +9,11 @@ import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { NewTokenRecord, TokenStore } from '../../src/store/token-store.js';
+import { callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 
-const MIN = 60_000;
-const DAY = 24 * 60 * MIN;
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
 
-/** The IdpClient members these tests do not exercise. */
-const idpBasics = {
-  id: 'corp',
-  redirectUris: ['https://app.example.com/cb'],
-  scopes: ['openid'],
-  oidc: true,
-  providesSubject: true,
-  authorizationUrl: () => Promise.reject(new Error('not used')),
-  exchangeCode: () => Promise.reject(new Error('not used')),
-};
-
-function ctx(): CallContext {
-  return {
-    deadline: Infinity,
-    signal: new AbortController().signal,
-    logger: createLogger({ level: 'silent' }),
-    requestId: 'req',
-    caller: undefined,
-  };
-}
+const ctx = (): CallContext => callContext();
 
 function record(clock: FakeClock, overrides: Partial<NewTokenRecord> = {}): NewTokenRecord {
   return {
