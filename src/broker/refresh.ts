@@ -230,13 +230,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
     const fresh: RefreshResult = { token: next, source: 'REFRESHED', degraded: false };
     let written: boolean;
     try {
-      written = await store.putTokenFenced(
-        ref,
-        owner,
-        rec.generation,
-        next,
-        recordTtlMs(next, now, maxRecordTtlMs),
-      );
+      written = await fencedWrite(ref, owner, rec, next, now);
     } catch (err) {
       // The IdP has issued (and may have rotated) tokens; failing the call would waste them.
       // The store keeps the old record: the next refresh may be rejected and ask for re-login.
@@ -275,6 +269,17 @@ export function createRefresher(options: RefresherOptions): Refresher {
     return fresh;
   }
 
+  /** Writes `next` over exactly `rec`'s generation while `owner` holds the lock. */
+  function fencedWrite(
+    ref: SubjectRef,
+    owner: string,
+    rec: TokenRecord,
+    next: NewTokenRecord,
+    now: number,
+  ): Promise<boolean> {
+    return store.putTokenFenced(ref, owner, rec.generation, next, recordTtlMs(next, now, maxRecordTtlMs));
+  }
+
   /** One more fenced write of `next` over `rec` under a freshly taken lock. @returns whether it landed */
   async function rewrite(
     ref: SubjectRef,
@@ -285,13 +290,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
     const owner = await counted('lock', store.acquireLock(ref, lockLeaseMs)).catch(() => undefined);
     if (owner === undefined) return false;
     try {
-      return await store.putTokenFenced(
-        ref,
-        owner,
-        rec.generation,
-        next,
-        recordTtlMs(next, now, maxRecordTtlMs),
-      );
+      return await fencedWrite(ref, owner, rec, next, now);
     } catch (err) {
       metrics.storeError('put_fenced');
       log(ref).warn({ err }, 'refreshed token could not be stored after the lock was lost');
