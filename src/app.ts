@@ -10,13 +10,13 @@ import type { Config } from './config/load.js';
 import { createIdpRegistry } from './idp/registry.js';
 import type { Logger } from './logger.js';
 import { createStore, loadKeyRing } from './store/index.js';
-import type { Authorizer, CallObserver } from './server/call.js';
+import type { AuditLog } from './broker/audit.js';
 import { createAuditLog } from './server/security/audit.js';
 
 export interface App {
   readonly api: BrokerApi;
-  readonly observers: readonly CallObserver[];
-  readonly authorize?: Authorizer;
+  /** The one audit log: the domain records refreshes in it, the server's observer every call. */
+  readonly audit: AuditLog;
   /**
    * One round trip to the store for readiness: rejects (with the reason readiness logs) when it
    * is unreachable; undefined when nothing external is needed.
@@ -49,6 +49,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     logger,
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
+  const audit = createAuditLog(logger);
   const tokens = createTokenService({
     store,
     idps,
@@ -56,8 +57,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     lockLeaseMs: config.refresh.lock_lease,
     maxRecordTtlMs: config.store.max_record_ttl,
     logger,
-    // Refreshes are audited by the domain; calls by the server's audit observer (same logger name).
-    audit: createAuditLog(logger),
+    audit,
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   const api: BrokerApi = {
@@ -68,7 +68,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   };
   return {
     api,
-    observers: [],
+    audit,
     ...(store.kind === 'memory' ? {} : { probe: () => store.ping() }),
     // Refreshes in flight finish (and release their locks) before the store closes.
     resources: [{ close: () => tokens.idle().then(() => store.close()) }],

@@ -49,8 +49,8 @@ export async function startBroker(config: Config, logger: Logger): Promise<Runni
     config,
     logger,
     api: app.api,
-    observers: [...app.observers, metrics.observer],
-    ...(app.authorize ? { authorize: app.authorize } : {}),
+    observers: [metrics.observer],
+    audit: app.audit,
     ...(credentials ? { credentials } : {}),
     // Stop probing first (shutdown owns health now); keep /metrics up until the very end.
     resources: [{ close: () => readiness?.close() }, ...app.resources, { close: () => metricsHttp?.close() }],

@@ -110,7 +110,7 @@ export async function startPolyglotBroker(): Promise<PolyglotBroker> {
     );
     // The production composition root (src/app.ts): key ring, Redis store, IdP registry, token service.
     app = await createApp(config, logs.logger);
-    server = await startTestServer({ config, api: app.api, observers: app.observers });
+    server = await startTestServer({ config, api: app.api });
     const [s, a, st] = [server, app, seeder];
     return {
       address: s.address,
