@@ -33,4 +33,48 @@ export default tseslint.config(
     files: ['src/cli.ts', 'src/cli/**', 'bench/**', 'scripts/**', 'test/**', 'src/dev/**'],
     rules: { 'no-console': 'off' },
   },
+  {
+    // Dependency direction (docs/architecture.md): server → broker → core ← store, idp.
+    files: ['src/core/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [{ group: ['../*', '!../core/*'], message: 'src/core imports nothing outside itself.' }],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/broker/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../store/*', '../idp/*', '../server/*', '../config/*', '../app.js', '../main.js'],
+              message: 'The domain depends only on src/core ports (docs/architecture.md).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/store/**', 'src/idp/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../broker/*', '../server/*', '../app.js', '../main.js'],
+              message: 'Adapters implement src/core ports; they never import the domain or the server.',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );

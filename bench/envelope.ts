@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { envelopeOverhead } from '../src/store/envelope.js';
 import { createKeyRing } from '../src/store/key-ring.js';
 import { encodeRecord, openRecord, sealRecord } from '../src/store/record-codec.js';
-import type { TokenRecord } from '../src/store/token-store.js';
+import type { TokenRecord } from '../src/core/token-store.js';
 
 export interface EnvelopeBenchResult {
   readonly sealOpenPerSecond: number;

@@ -3,6 +3,7 @@
  * wire request into these inputs and maps results and BrokerErrors back to the wire; nothing
  * here knows about gRPC.
  */
+import type { Identity } from '../core/identity.js';
 import type { Logger } from '../logger.js';
 
 /** Per-call context handed to the domain by the transport. */
@@ -42,15 +43,6 @@ export interface CompleteLoginInput {
   readonly userId: string | undefined;
 }
 export type StorageOutcome = 'STORED' | 'DISABLED' | 'FAILED';
-export interface Identity {
-  readonly issuer: string;
-  readonly subject: string;
-  readonly email: string | undefined;
-  readonly emailVerified: boolean;
-  readonly name: string | undefined;
-  /** Every verified ID-token claim (or the user API's fields for non-OIDC providers). */
-  readonly claims: Readonly<Record<string, unknown>>;
-}
 export interface CompleteLoginResult {
   readonly userId: string;
   readonly identity: Identity;

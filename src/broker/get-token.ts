@@ -3,13 +3,13 @@
  * store read; anything that is not valid for the margin asked goes to the refresher
  * (./refresh.ts), which refreshes once per user across every replica.
  */
-import type { IdpRegistry } from '../idp/idp-client.js';
+import type { IdpRegistry } from '../core/idp-client.js';
 import type { Logger } from '../logger.js';
-import type { TokenStore } from '../store/token-store.js';
+import type { TokenStore } from '../core/token-store.js';
 import type { BrokerApi, GetTokenResult } from './api.js';
 import { noAudit, type AuditLog } from './audit.js';
-import { systemClock, type Clock } from './clock.js';
-import { ReauthCause, reauthRequired, type SubjectRef } from './errors.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { ReauthCause, reauthRequired, type SubjectRef } from '../core/errors.js';
 import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
 import { countStoreErrors, createRefresher, type ServedToken } from './refresh.js';
 import { revokeSubjectToken } from './revoke.js';

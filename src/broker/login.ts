@@ -7,20 +7,20 @@
  * Nothing here logs or returns a code, verifier, nonce, state or token.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { IdpError, type IdpClient, type IdpRegistry, type TokenSet } from '../idp/idp-client.js';
+import { IdpError, type IdpClient, type IdpRegistry, type TokenSet } from '../core/idp-client.js';
 import { hashUserId, type Logger } from '../logger.js';
-import type { LoginState, TokenStore } from '../store/token-store.js';
+import type { Identity } from '../core/identity.js';
+import type { LoginState, TokenStore } from '../core/token-store.js';
 import type {
   BrokerApi,
   CallContext,
   CompleteLoginInput,
   CompleteLoginResult,
-  Identity,
   StartLoginInput,
   StartLoginResult,
   StorageOutcome,
 } from './api.js';
-import { BrokerError, ErrorReason, invalidRequest, type SubjectRef } from './errors.js';
+import { BrokerError, ErrorReason, invalidRequest, type SubjectRef } from '../core/errors.js';
 import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
 import { recordTtlMs } from './merge.js';
 import { loginRecord } from './token-set.js';

@@ -2,8 +2,8 @@
  * Merge rules for a refresh response (RFC 6749 §6: "the authorization server MAY issue a new
  * refresh token") and the lifetime of the record that results.
  */
-import type { TokenSet } from '../idp/idp-client.js';
-import type { NewTokenRecord, TokenRecord } from '../store/token-store.js';
+import type { TokenSet } from '../core/idp-client.js';
+import type { NewTokenRecord, TokenRecord } from '../core/token-store.js';
 
 /** RFC 6750: the token type when neither the response nor the record names one. */
 export const DEFAULT_TOKEN_TYPE = 'Bearer';

@@ -10,12 +10,12 @@
  */
 import type { Logger } from '../logger.js';
 import { hashUserId } from '../logger.js';
-import type { IdpClient } from '../idp/idp-client.js';
-import { IdpError } from '../idp/idp-client.js';
-import type { NewTokenRecord, TokenRecord, TokenStore } from '../store/token-store.js';
+import type { IdpClient } from '../core/idp-client.js';
+import { IdpError } from '../core/idp-client.js';
+import type { NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
 import type { CallContext, TokenSource } from './api.js';
 import type { AuditLog } from './audit.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../core/clock.js';
 import {
   BrokerError,
   ErrorReason,
@@ -23,7 +23,7 @@ import {
   ReauthCause,
   reauthRequired,
   type SubjectRef,
-} from './errors.js';
+} from '../core/errors.js';
 import { mergeRefreshed, recordTtlMs } from './merge.js';
 import type { BrokerMetrics, RefreshOutcome, StoreOperation } from './metrics.js';
 import { createSingleflight, headroom, waitWithin } from './singleflight.js';

@@ -3,10 +3,10 @@
  * concurrently cannot resurrect it (its fenced write fails), and optionally revokes the grant at
  * the IdP (RFC 7009) best-effort. Idempotent: revoking nothing succeeds with `deleted: false`.
  */
-import type { IdpRegistry } from '../idp/idp-client.js';
-import type { TokenRecord, TokenStore } from '../store/token-store.js';
+import type { IdpRegistry } from '../core/idp-client.js';
+import type { TokenRecord, TokenStore } from '../core/token-store.js';
 import type { RevokeInput, RevokeResult } from './api.js';
-import { isBrokerError, ErrorReason, type SubjectRef } from './errors.js';
+import { isBrokerError, ErrorReason, type SubjectRef } from '../core/errors.js';
 import type { BrokerMetrics } from './metrics.js';
 import { countStoreErrors } from './refresh.js';
 

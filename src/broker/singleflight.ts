@@ -4,7 +4,7 @@
  * example to extend how long the flight is worth waiting for) before awaiting the promise, and
  * waits for it only until its own deadline (`waitWithin`).
  */
-import type { Clock } from './clock.js';
+import type { Clock } from '../core/clock.js';
 
 export interface Flight<T, S> {
   readonly promise: Promise<T>;

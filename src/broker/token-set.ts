@@ -3,8 +3,8 @@
  * so the rules are plain functions with their own tests. Its lifetime is `recordTtlMs`
  * (./merge.ts), the same rule as for a refreshed record.
  */
-import type { TokenSet } from '../idp/idp-client.js';
-import type { NewTokenRecord, TokenRecord } from '../store/token-store.js';
+import type { TokenSet } from '../core/idp-client.js';
+import type { NewTokenRecord, TokenRecord } from '../core/token-store.js';
 import { DEFAULT_TOKEN_TYPE } from './merge.js';
 
 export interface LoginRecordInput {

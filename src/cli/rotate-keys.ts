@@ -11,7 +11,7 @@
  */
 import type { Redis } from 'ioredis';
 import { Cluster } from 'ioredis';
-import { isBrokerError } from '../broker/errors.js';
+import { isBrokerError } from '../core/errors.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { envelopeKeyId } from '../store/envelope.js';
 import { loadKeyRing, type KeyRing } from '../store/key-ring.js';

@@ -11,7 +11,7 @@ import {
   ResponseBodyError,
   WWWAuthenticateChallengeError,
 } from 'openid-client';
-import { IdpError } from './idp-client.js';
+import { IdpError } from '../core/idp-client.js';
 
 /** RFC 6749 §5.2: error codes are %x20-21 / %x23-5B / %x5D-7E. Anything else is not echoed. */
 const OAUTH_ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;

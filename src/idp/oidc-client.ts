@@ -26,7 +26,7 @@ import {
   type ServerMetadata,
   type TokenEndpointResponse,
 } from 'openid-client';
-import type { Identity } from '../broker/api.js';
+import type { Identity } from '../core/identity.js';
 import type { ProviderConfig } from '../config/load.js';
 import type { Logger } from '../logger.js';
 import { accessTokenExpiry, refreshTokenExpiry } from './expiry.js';
@@ -37,9 +37,9 @@ import {
   type CodeExchange,
   type IdpClient,
   type TokenSet,
-} from './idp-client.js';
+} from '../core/idp-client.js';
 import type { ProviderPlan } from './presets.js';
-import { systemClock, type Clock } from '../broker/clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import { insecureUrlProblem, oauthErrorAs400 } from './transport.js';
 
 export interface OidcClientOptions {

@@ -4,12 +4,12 @@
  * use, so the broker starts (and serves GetValidSubjectToken from the store) while an IdP is down.
  */
 import { readFileSync } from 'node:fs';
-import type { Clock } from '../broker/clock.js';
-import { invalidRequest } from '../broker/errors.js';
+import type { Clock } from '../core/clock.js';
+import { invalidRequest } from '../core/errors.js';
 import type { Config, ProviderConfig } from '../config/load.js';
 import type { Logger } from '../logger.js';
 import { createClientAuth } from './client-auth.js';
-import type { IdpClient, IdpRegistry } from './idp-client.js';
+import type { IdpClient, IdpRegistry } from '../core/idp-client.js';
 import { createOidcClient } from './oidc-client.js';
 import { insecureUrlProblem } from './transport.js';
 import { resolvePreset } from './presets.js';

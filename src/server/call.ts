@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../broker/api.js';
-import { BrokerError, invalidRequest } from '../broker/errors.js';
+import { BrokerError, invalidRequest } from '../core/errors.js';
 import { hashUserId, type Logger } from '../logger.js';
 import { toServiceError } from './errors.js';
 

@@ -6,7 +6,7 @@
  * `toServiceError`, never sent, because grpc-js would put `error.message` on the wire.
  */
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { BrokerError, ErrorReason } from '../broker/errors.js';
+import { BrokerError, ErrorReason } from '../core/errors.js';
 import { Any } from '../gen/google/protobuf/any.js';
 import { BadRequest, ErrorInfo, RetryInfo } from '../gen/google/rpc/error_details.js';
 import { Status } from '../gen/google/rpc/status.js';

@@ -4,7 +4,7 @@
  * names are the proto field names, as AIP-193 asks.
  */
 import type { CompleteLoginInput, GetTokenInput, RevokeInput, StartLoginInput } from '../broker/api.js';
-import { invalidRequest, type FieldViolation } from '../broker/errors.js';
+import { invalidRequest, type FieldViolation } from '../core/errors.js';
 import type {
   CompleteLoginRequest,
   GetValidSubjectTokenRequest,

@@ -8,11 +8,10 @@ import type { KeyRing } from './key-ring.js';
 import { createMemoryStore } from './memory-store.js';
 import { connectRedis } from './redis-connection.js';
 import { createRedisStore } from './redis-store.js';
-import type { TokenStore } from './token-store.js';
+import type { TokenStore } from '../core/token-store.js';
 
 export { KeyRingError, loadKeyRing, type KeyRing } from './key-ring.js';
-export { createMemoryBackend, createMemoryStore, systemClock, type Clock } from './memory-store.js';
-export type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
+export { createMemoryBackend, createMemoryStore } from './memory-store.js';
 
 /**
  * @param keyRing undefined when no key is configured: token storage disabled (login state still

@@ -12,7 +12,7 @@
  * so the Lua scripts touching several of them are legal in Cluster.
  */
 import { createHash } from 'node:crypto';
-import type { SubjectRef } from '../broker/errors.js';
+import type { SubjectRef } from '../core/errors.js';
 
 export const KEY_PREFIX = 'credbroker:v1:';
 /**

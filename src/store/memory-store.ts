@@ -7,14 +7,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { systemClock, type Clock } from '../broker/clock.js';
-import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../broker/errors.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../core/errors.js';
 import type { KeyRing } from './key-ring.js';
 import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
-import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
-
-export { systemClock, type Clock } from '../broker/clock.js';
+import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
 
 /** Expired entries are swept at most this often (reads also ignore them lazily). */
 const SWEEP_INTERVAL_MS = 60_000;

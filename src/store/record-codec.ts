@@ -5,11 +5,11 @@
  * storage disabled and whoever reads the store without the state learns nothing.
  */
 import { createHash, hkdfSync } from 'node:crypto';
-import { reauthRequired, type BrokerError, type SubjectRef } from '../broker/errors.js';
+import { reauthRequired, type BrokerError, type SubjectRef } from '../core/errors.js';
 import { ObtainedVia, StoredToken } from '../gen/credbroker/store/v1/stored_token.js';
 import { EnvelopeError, open, seal, type EnvelopeContext } from './envelope.js';
 import type { KeyRing, RingKey } from './key-ring.js';
-import type { LoginState, TokenRecord } from './token-store.js';
+import type { LoginState, TokenRecord } from '../core/token-store.js';
 
 const TOKEN_PURPOSE = 'token';
 const LOGIN_PURPOSE = 'login';

@@ -8,14 +8,14 @@
  * STORE_UNAVAILABLE within `commandTimeoutMs`; the connections keep reconnecting on their own.
  */
 import { randomUUID } from 'node:crypto';
-import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../broker/errors.js';
+import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../core/errors.js';
 import type { Logger } from '../logger.js';
 import type { KeyRing } from './key-ring.js';
 import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey, unlockChannel } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { RedisClient, RedisConnections } from './redis-connection.js';
 import { scripts, type ScriptCommands } from './redis-scripts.js';
-import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from './token-store.js';
+import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
 
 /** Suggested client back-off when Redis is unreachable (google.rpc.RetryInfo). */
 const STORE_RETRY_AFTER_MS = 1_000;

@@ -1,7 +1,7 @@
 /** Shared fixtures for unit tests of the domain (token service, refresh, revoke). */
 import assert from 'node:assert/strict';
 import type { CallContext } from '../../src/broker/api.js';
-import { BrokerError } from '../../src/broker/errors.js';
+import { BrokerError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/logger.js';
 
 export const MIN = 60_000;

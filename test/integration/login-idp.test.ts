@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from '../../src/config/load.js';
-import { IdpError, type IdpClient } from '../../src/idp/idp-client.js';
+import { IdpError, type IdpClient } from '../../src/core/idp-client.js';
 import { createIdpRegistry } from '../../src/idp/registry.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { signIn } from '../helpers/login.js';

@@ -12,7 +12,8 @@ import {
   type CompleteLoginResponse,
 } from '../../src/gen/credbroker/v1/broker.js';
 import { createIdpRegistry } from '../../src/idp/registry.js';
-import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { TOKEN_KEY_PATTERN } from '../../src/store/keys.js';
 import { call, callError } from '../helpers/grpc.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import type { BrokerApi, GetTokenInput } from '../../src/broker/api.js';
-import { reauthRequired } from '../../src/broker/errors.js';
+import { reauthRequired } from '../../src/core/errors.js';
 import { notImplementedApi } from '../../src/broker/not-implemented.js';
 import { CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
 import { createMetrics, METRIC_NAMES, type MetricsHttpServer } from '../../src/server/metrics.js';

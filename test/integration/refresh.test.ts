@@ -18,7 +18,8 @@ import {
   type GetValidSubjectTokenResponse,
 } from '../../src/gen/credbroker/v1/broker.js';
 import { createLogger } from '../../src/logger.js';
-import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { lockKey, tokenKey } from '../../src/store/keys.js';
 import {
   brokerEnv,

@@ -14,7 +14,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { CredentialBrokerClient, TokenSource } from '../../src/gen/credbroker/v1/broker.js';
 import { createLogger, hashUserId } from '../../src/logger.js';
 import { hashApiKey } from '../../src/server/security/api-keys.js';
-import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import {
   brokerEnv,
   loginThrough,

@@ -12,7 +12,8 @@ import type { ServiceError } from '@grpc/grpc-js';
 import { TokenSource, type GetValidSubjectTokenResponse } from '../../src/gen/credbroker/v1/broker.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/logger.js';
-import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import {
   brokerEnv,
   loginThrough,

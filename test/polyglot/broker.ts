@@ -7,7 +7,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createApp, type App } from '../../src/app.js';
-import { createStore, loadKeyRing, type TokenStore } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startTestServer, testConfig, type TestServer } from '../helpers/server.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { PeerCertificate } from 'node:tls';
 import { Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
-import { BrokerError } from '../../src/broker/errors.js';
+import { BrokerError } from '../../src/core/errors.js';
 import { hashApiKey, keyTable, matchApiKey, presentedApiKey } from '../../src/server/security/api-keys.js';
 import { createAuthorizer, type AuthorizerOptions } from '../../src/server/security/authorize.js';
 import {

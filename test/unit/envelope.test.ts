@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { isBrokerError } from '../../src/broker/errors.js';
+import { isBrokerError } from '../../src/core/errors.js';
 import {
   ENVELOPE_VERSION,
   envelopeKeyId,
@@ -17,7 +17,7 @@ import {
   sealLoginState,
   sealRecord,
 } from '../../src/store/record-codec.js';
-import type { TokenRecord } from '../../src/store/token-store.js';
+import type { TokenRecord } from '../../src/core/token-store.js';
 
 const k1 = { id: 'k1', key: randomBytes(32) };
 const k2 = { id: 'k2', key: randomBytes(32) };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
-import { BrokerError, ErrorReason, ReauthCause, reauthRequired } from '../../src/broker/errors.js';
+import { BrokerError, ErrorReason, ReauthCause, reauthRequired } from '../../src/core/errors.js';
 import { ErrorReason as ProtoReason, ReauthCause as ProtoCause } from '../../src/gen/credbroker/v1/errors.js';
 import { ErrorInfo, RetryInfo } from '../../src/gen/google/rpc/error_details.js';
 import { Status } from '../../src/gen/google/rpc/status.js';

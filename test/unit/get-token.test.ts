@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { CallContext } from '../../src/broker/api.js';
-import { createFakeClock, type FakeClock } from '../../src/broker/clock.js';
+import { createFakeClock, type FakeClock } from '../../src/core/clock.js';
 import type { AuditEntry } from '../../src/broker/audit.js';
-import { BrokerError, reauthRequired, type SubjectRef } from '../../src/broker/errors.js';
+import { BrokerError, reauthRequired, type SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { mergeRefreshed, recordTtlMs } from '../../src/broker/merge.js';
 import { noopBrokerMetrics, type BrokerMetrics, type StoreOperation } from '../../src/broker/metrics.js';
-import { IdpError, type IdpClient, type IdpRegistry, type TokenSet } from '../../src/idp/idp-client.js';
+import { IdpError, type IdpClient, type IdpRegistry, type TokenSet } from '../../src/core/idp-client.js';
 import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
-import type { NewTokenRecord, TokenRecord, TokenStore } from '../../src/store/token-store.js';
+import type { NewTokenRecord, TokenRecord, TokenStore } from '../../src/core/token-store.js';
 import { brokerError, callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 import { captureLogs } from '../helpers/log-capture.js';
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { IdpError } from '../../src/idp/idp-client.js';
+import { IdpError } from '../../src/core/idp-client.js';
 import { createIdpRegistry } from '../../src/idp/registry.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { testConfig } from '../helpers/server.js';

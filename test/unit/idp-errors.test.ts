@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { AuthorizationResponseError, ClientError, ResponseBodyError } from 'openid-client';
-import { IdpError } from '../../src/idp/idp-client.js';
+import { IdpError } from '../../src/core/idp-client.js';
 
 /** openid-client's ClientError takes a `code` option its typings do not declare. */
 const clientError = (message: string, options: { code: string; cause?: unknown }) =>

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { reauthRequired } from '../../src/broker/errors.js';
+import { reauthRequired } from '../../src/core/errors.js';
 import { hashUserId } from '../../src/logger.js';
 import { storeUnavailable } from '../../src/store/redis-store.js';
 import { captureLogs } from '../helpers/log-capture.js';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { recordTtlMs } from '../../src/broker/merge.js';
 import { loginRecord } from '../../src/broker/token-set.js';
-import type { TokenSet } from '../../src/idp/idp-client.js';
-import type { TokenRecord } from '../../src/store/token-store.js';
+import type { TokenSet } from '../../src/core/idp-client.js';
+import type { TokenRecord } from '../../src/core/token-store.js';
 
 const now = Date.UTC(2026, 0, 1);
 const HOUR = 3_600_000;

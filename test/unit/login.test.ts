@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { CallContext, CompleteLoginInput } from '../../src/broker/api.js';
-import { BrokerError } from '../../src/broker/errors.js';
+import { BrokerError } from '../../src/core/errors.js';
 import { createLoginFlow, INVALID_IDP_RESPONSE, type LoginFlowOptions } from '../../src/broker/login.js';
 import {
   IdpError,
@@ -10,11 +10,11 @@ import {
   type IdpClient,
   type IdpRegistry,
   type TokenSet,
-} from '../../src/idp/idp-client.js';
-import { invalidRequest } from '../../src/broker/errors.js';
+} from '../../src/core/idp-client.js';
+import { invalidRequest } from '../../src/core/errors.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
-import type { TokenStore } from '../../src/store/token-store.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { captureLogs } from '../helpers/log-capture.js';
 
 const REDIRECT = 'https://app.example.com/cb';

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { CallContext } from '../../src/broker/api.js';
-import { createFakeClock, type FakeClock } from '../../src/broker/clock.js';
-import { BrokerError, reauthRequired, type SubjectRef } from '../../src/broker/errors.js';
+import { createFakeClock, type FakeClock } from '../../src/core/clock.js';
+import { BrokerError, reauthRequired, type SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
-import type { IdpClient, TokenSet } from '../../src/idp/idp-client.js';
+import type { IdpClient, TokenSet } from '../../src/core/idp-client.js';
 import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
-import type { NewTokenRecord, TokenStore } from '../../src/store/token-store.js';
+import type { NewTokenRecord, TokenStore } from '../../src/core/token-store.js';
 import { callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };

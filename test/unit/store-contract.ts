@@ -7,9 +7,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isBrokerError } from '../../src/broker/errors.js';
+import { isBrokerError } from '../../src/core/errors.js';
 import { createKeyRing, type KeyRing } from '../../src/store/key-ring.js';
-import type { LoginState, NewTokenRecord, SubjectRef, TokenStore } from '../../src/store/token-store.js';
+import type { SubjectRef } from '../../src/core/errors.js';
+import type { LoginState, NewTokenRecord, TokenStore } from '../../src/core/token-store.js';
 
 /** Direct access to the backend, for checks the interface cannot express. */
 export interface RawAccess {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createMemoryBackend, createMemoryStore } from '../../src/store/memory-store.js';
-import type { TokenStore } from '../../src/store/token-store.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { contractKeyRing, freshRef, sampleRecord, storeContract } from './store-contract.js';
 
 let store: TokenStore | undefined;

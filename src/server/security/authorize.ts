@@ -16,7 +16,7 @@
  */
 import type { ServerUnaryCall } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
-import { BrokerError, ErrorReason } from '../../broker/errors.js';
+import { BrokerError, ErrorReason } from '../../core/errors.js';
 import type { Config } from '../../config/load.js';
 import type { Authorizer } from '../call.js';
 import { keyTable, matchApiKey, presentedApiKey, type KeyedEntry } from './api-keys.js';

@@ -11,9 +11,7 @@
  * putTokenFenced throw REAUTH_REQUIRED with cause STORE_DISABLED; deletes, login state and
  * locks keep working.
  */
-import type { SubjectRef } from '../broker/errors.js';
-
-export type { SubjectRef } from '../broker/errors.js';
+import type { SubjectRef } from './errors.js';
 
 /** One user's tokens at one provider (plaintext of proto credbroker.store.v1.StoredToken). */
 export interface TokenRecord {

@@ -2,7 +2,7 @@
  * What the domain needs from an identity provider. Implemented over openid-client (panva) in
  * this folder; the domain never speaks HTTP itself.
  */
-import type { Identity } from '../broker/api.js';
+import type { Identity } from './identity.js';
 
 /** Tokens from a code exchange or a refresh. */
 export interface TokenSet {
