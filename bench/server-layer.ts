@@ -9,7 +9,7 @@
  * Usage: tsx bench/server-layer.ts <token-length>   (prints {"port": N} on stderr once listening)
  */
 import type { BrokerApi } from '../src/broker/api.js';
-import { notImplementedApi } from '../src/broker/not-implemented.js';
+import { notImplementedApi } from '../test/helpers/not-implemented.js';
 import { loadConfig } from '../src/config/load.js';
 import { createLogger } from '../src/logger.js';
 import { createMetrics } from '../src/server/metrics.js';

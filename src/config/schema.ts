@@ -42,7 +42,6 @@ export const DEFAULT_TLS_RELOAD_INTERVAL = '1m';
 
 const RPC_NAMES = ['StartLogin', 'CompleteLogin', 'GetValidSubjectToken', 'RevokeSubjectToken'] as const;
 export type RpcName = (typeof RPC_NAMES)[number];
-export const rpcNames: readonly RpcName[] = RPC_NAMES;
 
 const duration = z.string().transform((text, ctx) => {
   const ms = parseDuration(text);

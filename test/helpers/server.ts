@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { BrokerApi } from '../../src/broker/api.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
+import { notImplementedApi } from './not-implemented.js';
 import { loadConfig, type Config } from '../../src/config/load.js';
 import type { CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
 import type { Authorizer, CallObserver } from '../../src/server/call.js';

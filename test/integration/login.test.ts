@@ -4,7 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoginFlow } from '../../src/broker/login.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
+import { notImplementedApi } from '../helpers/not-implemented.js';
 import type { Config } from '../../src/config/load.js';
 import {
   StorageOutcome,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import type { BrokerApi, GetTokenInput } from '../../src/broker/api.js';
 import { reauthRequired } from '../../src/core/errors.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
+import { notImplementedApi } from '../helpers/not-implemented.js';
 import { CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
 import { createMetrics, METRIC_NAMES, type MetricsHttpServer } from '../../src/server/metrics.js';
 import { call, callError } from '../helpers/grpc.js';

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect } from 'node:tls';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import type { BrokerApi, CallContext } from '../../src/broker/api.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
+import { notImplementedApi } from '../helpers/not-implemented.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
 import { hashUserId } from '../../src/logger.js';

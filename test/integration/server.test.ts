@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BrokerApi } from '../../src/broker/api.js';
-import { notImplementedApi } from '../../src/broker/not-implemented.js';
+import { notImplementedApi } from '../helpers/not-implemented.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { GetValidSubjectTokenRequest } from '../../src/gen/credbroker/v1/broker.js';
 import { call, callError, decodeError } from '../helpers/grpc.js';

@@ -1,5 +1,5 @@
-import type { BrokerApi } from './api.js';
-import { BrokerError, ErrorReason } from '../core/errors.js';
+import type { BrokerApi } from '../../src/broker/api.js';
+import { BrokerError, ErrorReason } from '../../src/core/errors.js';
 
 function notImplemented(rpc: string): () => Promise<never> {
   return () => Promise.reject(new BrokerError(ErrorReason.NOT_IMPLEMENTED, `${rpc} is not implemented yet`));
