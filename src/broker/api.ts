@@ -79,10 +79,35 @@ export interface RevokeResult {
   readonly idpRevocation: IdpRevocationOutcome;
 }
 
-/** The four operations. Each throws BrokerError for every failure a caller should see. */
+export interface DownstreamTokenInput {
+  readonly provider: string;
+  readonly userId: string;
+  /** Id of a downstream configured under the provider (`providers[].downstreams[].id`). */
+  readonly downstream: string;
+  /** The margin the caller needs, in milliseconds; the provider's skew is a floor. */
+  readonly minValidForMs: number;
+}
+export type DownstreamTokenSource = 'CACHED' | 'EXCHANGED';
+export interface DownstreamTokenResult {
+  readonly accessToken: string;
+  readonly tokenType: string;
+  readonly expiresAt: Date;
+  readonly scopes: readonly string[];
+  readonly source: DownstreamTokenSource;
+  /** RFC 8693 `issued_token_type` of the token. */
+  readonly issuedTokenType: string;
+}
+
+/** The operations. Each throws BrokerError for every failure a caller should see. */
 export interface BrokerApi {
   startLogin(input: StartLoginInput, ctx: CallContext): Promise<StartLoginResult>;
   completeLogin(input: CompleteLoginInput, ctx: CallContext): Promise<CompleteLoginResult>;
   getValidSubjectToken(input: GetTokenInput, ctx: CallContext): Promise<GetTokenResult>;
   revokeSubjectToken(input: RevokeInput, ctx: CallContext): Promise<RevokeResult>;
+  /**
+   * A token for a downstream API, exchanged from the user's subject token (RFC 8693 or Entra
+   * on-behalf-of) and cached. Absent where no downstream support is composed (the server then
+   * answers UNIMPLEMENTED).
+   */
+  getDownstreamToken?(input: DownstreamTokenInput, ctx: CallContext): Promise<DownstreamTokenResult>;
 }

@@ -19,6 +19,7 @@ export const ErrorReason = {
   NOT_IMPLEMENTED: 'NOT_IMPLEMENTED',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
+  EXCHANGE_REJECTED: 'EXCHANGE_REJECTED',
 } as const;
 export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];
 
@@ -74,6 +75,11 @@ export function isBrokerError(err: unknown, reason?: ErrorReason): err is Broker
 export interface SubjectRef {
   readonly provider: string;
   readonly userId: string;
+  /**
+   * Set for a downstream token record (`providers[].downstreams[].id`): a separate record and
+   * lock of the same user, whose envelope binds this id too. Unset: the subject token itself.
+   */
+  readonly downstream?: string | undefined;
 }
 
 const reauthMessages: Record<ReauthCause, string> = {

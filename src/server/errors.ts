@@ -27,6 +27,7 @@ const codeByReason: Record<ErrorReason, status> = {
   NOT_IMPLEMENTED: status.UNIMPLEMENTED,
   INTERNAL_ERROR: status.INTERNAL,
   SHUTTING_DOWN: status.UNAVAILABLE,
+  EXCHANGE_REJECTED: status.FAILED_PRECONDITION,
 };
 
 /** Default back-off when an UNAVAILABLE error names none (google.rpc.RetryInfo is required there). */

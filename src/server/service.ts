@@ -4,7 +4,9 @@
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { BrokerApi, IdpRevocationOutcome, StorageOutcome as DomainStorage } from '../broker/api.js';
+import { BrokerError, ErrorReason } from '../core/errors.js';
 import {
+  DownstreamTokenSource,
   IdpRevocation,
   StorageOutcome,
   TokenSource,
@@ -13,6 +15,7 @@ import {
 import { unary, type CallWrapperOptions } from './call.js';
 import {
   validateCompleteLogin,
+  validateGetDownstreamToken,
   validateGetToken,
   validateRevoke,
   validateStartLogin,
@@ -106,6 +109,31 @@ export function createCredentialBrokerService(
       async (input, ctx) => {
         const result = await api.revokeSubjectToken(input, ctx);
         return { deleted: result.deleted, idpRevocation: idpRevocation[result.idpRevocation] };
+      },
+    ),
+    getDownstreamToken: unary(
+      'GetDownstreamToken',
+      options,
+      (req) => validateGetDownstreamToken(req, providers),
+      async (input, ctx) => {
+        if (!api.getDownstreamToken) {
+          throw new BrokerError(
+            ErrorReason.NOT_IMPLEMENTED,
+            'GetDownstreamToken is not available in this build',
+          );
+        }
+        const token = await api.getDownstreamToken(input, ctx);
+        return {
+          accessToken: token.accessToken,
+          tokenType: token.tokenType,
+          expiresAt: token.expiresAt,
+          scopes: [...token.scopes],
+          source:
+            token.source === 'CACHED'
+              ? DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_CACHED
+              : DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_EXCHANGED,
+          issuedTokenType: token.issuedTokenType,
+        };
       },
     ),
   };

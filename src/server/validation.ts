@@ -3,10 +3,17 @@
  * INVALID_ARGUMENT / INVALID_REQUEST error listing every bad field (google.rpc.BadRequest). Field
  * names are the proto field names, as AIP-193 asks.
  */
-import type { CompleteLoginInput, GetTokenInput, RevokeInput, StartLoginInput } from '../broker/api.js';
+import type {
+  CompleteLoginInput,
+  DownstreamTokenInput,
+  GetTokenInput,
+  RevokeInput,
+  StartLoginInput,
+} from '../broker/api.js';
 import { invalidRequest, type FieldViolation } from '../core/errors.js';
 import type {
   CompleteLoginRequest,
+  GetDownstreamTokenRequest,
   GetValidSubjectTokenRequest,
   RevokeSubjectTokenRequest,
   StartLoginRequest,
@@ -33,6 +40,8 @@ const CODE_VERIFIER = /^[A-Za-z0-9\-._~]{43,128}$/;
 /** Resolves the request's provider against the configured ones. */
 export interface ProviderResolver {
   readonly ids: readonly string[];
+  /** Configured downstream ids by provider id (`providers[].downstreams[].id`). */
+  readonly downstreams?: Readonly<Record<string, readonly string[]>>;
 }
 
 class Violations {
@@ -184,6 +193,39 @@ export function validateRevoke(req: RevokeSubjectTokenRequest, providers: Provid
     provider: provider(v, providers, req.provider),
     revokeAtIdp: req.revokeAtIdp,
   };
+  v.throwIfAny();
+  return input;
+}
+
+/** Downstream ids are configuration ids: short, so a longer value is rejected without echoing it. */
+const MAX_DOWNSTREAM_LENGTH = 128;
+
+export function validateGetDownstreamToken(
+  req: GetDownstreamTokenRequest,
+  providers: ProviderResolver,
+): DownstreamTokenInput {
+  const v = new Violations();
+  const input: DownstreamTokenInput = {
+    userId: userId(v, req.userId, true) ?? '',
+    provider: provider(v, providers, req.provider),
+    downstream: req.downstream,
+    minValidForMs: minValidFor(v, req.minValidFor),
+  };
+  if (req.downstream === '') {
+    v.add('downstream', 'required (the id of a downstream configured under the provider)');
+  } else if (req.downstream.length > MAX_DOWNSTREAM_LENGTH) {
+    v.add('downstream', `must be at most ${MAX_DOWNSTREAM_LENGTH} characters`);
+  } else if (providers.ids.includes(input.provider)) {
+    const known = providers.downstreams?.[input.provider] ?? [];
+    if (!known.includes(req.downstream)) {
+      v.add(
+        'downstream',
+        known.length === 0
+          ? `unknown downstream ${quote(req.downstream)}: provider ${quote(input.provider)} has none configured`
+          : `unknown downstream ${quote(req.downstream)} (one of: ${known.join(', ')})`,
+      );
+    }
+  }
   v.throwIfAny();
   return input;
 }

@@ -190,6 +190,49 @@ export function idpRevocationToJSON(object: IdpRevocation): string {
   }
 }
 
+/** DownstreamTokenSource says where a returned downstream token came from. */
+export enum DownstreamTokenSource {
+  /** DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED - Not set. */
+  DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED = 0,
+  /** DOWNSTREAM_TOKEN_SOURCE_CACHED - Served from the store without contacting the IdP. */
+  DOWNSTREAM_TOKEN_SOURCE_CACHED = 1,
+  /** DOWNSTREAM_TOKEN_SOURCE_EXCHANGED - Exchanged at the IdP for this call (or by a concurrent call it waited for). */
+  DOWNSTREAM_TOKEN_SOURCE_EXCHANGED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function downstreamTokenSourceFromJSON(object: any): DownstreamTokenSource {
+  switch (object) {
+    case 0:
+    case 'DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED':
+      return DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED;
+    case 1:
+    case 'DOWNSTREAM_TOKEN_SOURCE_CACHED':
+      return DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_CACHED;
+    case 2:
+    case 'DOWNSTREAM_TOKEN_SOURCE_EXCHANGED':
+      return DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_EXCHANGED;
+    case -1:
+    case 'UNRECOGNIZED':
+    default:
+      return DownstreamTokenSource.UNRECOGNIZED;
+  }
+}
+
+export function downstreamTokenSourceToJSON(object: DownstreamTokenSource): string {
+  switch (object) {
+    case DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED:
+      return 'DOWNSTREAM_TOKEN_SOURCE_UNSPECIFIED';
+    case DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_CACHED:
+      return 'DOWNSTREAM_TOKEN_SOURCE_CACHED';
+    case DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_EXCHANGED:
+      return 'DOWNSTREAM_TOKEN_SOURCE_EXCHANGED';
+    case DownstreamTokenSource.UNRECOGNIZED:
+    default:
+      return 'UNRECOGNIZED';
+  }
+}
+
 /** StartLoginRequest asks for an authorization URL. */
 export interface StartLoginRequest {
   /** Configured provider id. May be empty when exactly one provider is configured. */
@@ -320,6 +363,40 @@ export interface RevokeSubjectTokenResponse {
   deleted: boolean;
   /** The outcome of the IdP revocation. */
   idpRevocation: IdpRevocation;
+}
+
+/** GetDownstreamTokenRequest asks for a user's token for one configured downstream API. */
+export interface GetDownstreamTokenRequest {
+  /** The user id the subject token was stored under (1–256 bytes of UTF-8). */
+  userId: string;
+  /** Configured provider id. May be empty when exactly one provider is configured. */
+  provider: string;
+  /** Id of a downstream configured under the provider (providers[].downstreams[].id). */
+  downstream: string;
+  /**
+   * The minimum remaining lifetime the caller needs (0–1 h). Unset: 60 s. The broker never
+   * returns less than max(min_valid_for, the provider's refresh skew).
+   */
+  minValidFor: Duration | undefined;
+}
+
+/** GetDownstreamTokenResponse carries the downstream token. */
+export interface GetDownstreamTokenResponse {
+  /** The access token for the downstream API. */
+  accessToken: string;
+  /** Token type, usually "Bearer". */
+  tokenType: string;
+  /** When the token expires. */
+  expiresAt: Date | undefined;
+  /** Scopes of the token (the IdP's answer, else the downstream's configured scopes). */
+  scopes: string[];
+  /** Whether the token was served from the store or just exchanged. */
+  source: DownstreamTokenSource;
+  /**
+   * RFC 8693 token type URI of access_token, as the IdP reported it (`issued_token_type`), else
+   * "urn:ietf:params:oauth:token-type:access_token".
+   */
+  issuedTokenType: string;
 }
 
 function createBaseStartLoginRequest(): StartLoginRequest {
@@ -1547,6 +1624,305 @@ export const RevokeSubjectTokenResponse: MessageFns<RevokeSubjectTokenResponse> 
   },
 };
 
+function createBaseGetDownstreamTokenRequest(): GetDownstreamTokenRequest {
+  return { userId: '', provider: '', downstream: '', minValidFor: undefined };
+}
+
+export const GetDownstreamTokenRequest: MessageFns<GetDownstreamTokenRequest> = {
+  encode(message: GetDownstreamTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== '') {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.provider !== '') {
+      writer.uint32(18).string(message.provider);
+    }
+    if (message.downstream !== '') {
+      writer.uint32(26).string(message.downstream);
+    }
+    if (message.minValidFor !== undefined) {
+      Duration.encode(message.minValidFor, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDownstreamTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDownstreamTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.downstream = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.minValidFor = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDownstreamTokenRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+          ? globalThis.String(object.user_id)
+          : '',
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : '',
+      downstream: isSet(object.downstream) ? globalThis.String(object.downstream) : '',
+      minValidFor: isSet(object.minValidFor)
+        ? Duration.fromJSON(object.minValidFor)
+        : isSet(object.min_valid_for)
+          ? Duration.fromJSON(object.min_valid_for)
+          : undefined,
+    };
+  },
+
+  toJSON(message: GetDownstreamTokenRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== '') {
+      obj.userId = message.userId;
+    }
+    if (message.provider !== '') {
+      obj.provider = message.provider;
+    }
+    if (message.downstream !== '') {
+      obj.downstream = message.downstream;
+    }
+    if (message.minValidFor !== undefined) {
+      obj.minValidFor = Duration.toJSON(message.minValidFor);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDownstreamTokenRequest>, I>>(base?: I): GetDownstreamTokenRequest {
+    return GetDownstreamTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDownstreamTokenRequest>, I>>(
+    object: I,
+  ): GetDownstreamTokenRequest {
+    const message = createBaseGetDownstreamTokenRequest();
+    message.userId = object.userId ?? '';
+    message.provider = object.provider ?? '';
+    message.downstream = object.downstream ?? '';
+    message.minValidFor =
+      object.minValidFor !== undefined && object.minValidFor !== null
+        ? Duration.fromPartial(object.minValidFor)
+        : undefined;
+    return message;
+  },
+};
+
+function createBaseGetDownstreamTokenResponse(): GetDownstreamTokenResponse {
+  return { accessToken: '', tokenType: '', expiresAt: undefined, scopes: [], source: 0, issuedTokenType: '' };
+}
+
+export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> = {
+  encode(message: GetDownstreamTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessToken !== '') {
+      writer.uint32(10).string(message.accessToken);
+    }
+    if (message.tokenType !== '') {
+      writer.uint32(18).string(message.tokenType);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(26).fork()).join();
+    }
+    for (const v of message.scopes) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.source !== 0) {
+      writer.uint32(40).int32(message.source);
+    }
+    if (message.issuedTokenType !== '') {
+      writer.uint32(50).string(message.issuedTokenType);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDownstreamTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error('protobuf decode recursion limit exceeded');
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDownstreamTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.source = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.issuedTokenType = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDownstreamTokenResponse {
+    return {
+      accessToken: isSet(object.accessToken)
+        ? globalThis.String(object.accessToken)
+        : isSet(object.access_token)
+          ? globalThis.String(object.access_token)
+          : '',
+      tokenType: isSet(object.tokenType)
+        ? globalThis.String(object.tokenType)
+        : isSet(object.token_type)
+          ? globalThis.String(object.token_type)
+          : '',
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+          ? fromJsonTimestamp(object.expires_at)
+          : undefined,
+      scopes: globalThis.Array.isArray(object?.scopes)
+        ? object.scopes.map((e: any) => globalThis.String(e))
+        : [],
+      source: isSet(object.source) ? downstreamTokenSourceFromJSON(object.source) : 0,
+      issuedTokenType: isSet(object.issuedTokenType)
+        ? globalThis.String(object.issuedTokenType)
+        : isSet(object.issued_token_type)
+          ? globalThis.String(object.issued_token_type)
+          : '',
+    };
+  },
+
+  toJSON(message: GetDownstreamTokenResponse): unknown {
+    const obj: any = {};
+    if (message.accessToken !== '') {
+      obj.accessToken = message.accessToken;
+    }
+    if (message.tokenType !== '') {
+      obj.tokenType = message.tokenType;
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.source !== 0) {
+      obj.source = downstreamTokenSourceToJSON(message.source);
+    }
+    if (message.issuedTokenType !== '') {
+      obj.issuedTokenType = message.issuedTokenType;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDownstreamTokenResponse>, I>>(base?: I): GetDownstreamTokenResponse {
+    return GetDownstreamTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDownstreamTokenResponse>, I>>(
+    object: I,
+  ): GetDownstreamTokenResponse {
+    const message = createBaseGetDownstreamTokenResponse();
+    message.accessToken = object.accessToken ?? '';
+    message.tokenType = object.tokenType ?? '';
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.source = object.source ?? 0;
+    message.issuedTokenType = object.issuedTokenType ?? '';
+    return message;
+  },
+};
+
 /** CredentialBroker exchanges authorization codes and hands out valid subject tokens. */
 export type CredentialBrokerService = typeof CredentialBrokerService;
 export const CredentialBrokerService = {
@@ -1615,6 +1991,27 @@ export const CredentialBrokerService = {
     responseDeserialize: (value: Buffer): RevokeSubjectTokenResponse =>
       RevokeSubjectTokenResponse.decode(value),
   },
+  /**
+   * GetDownstreamToken returns a token for a configured downstream API of the user's provider
+   * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
+   * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
+   * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
+   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
+   * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
+   */
+  getDownstreamToken: {
+    path: '/credbroker.v1.CredentialBroker/GetDownstreamToken' as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDownstreamTokenRequest): Buffer =>
+      Buffer.from(GetDownstreamTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDownstreamTokenRequest => GetDownstreamTokenRequest.decode(value),
+    responseSerialize: (value: GetDownstreamTokenResponse): Buffer =>
+      Buffer.from(GetDownstreamTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDownstreamTokenResponse =>
+      GetDownstreamTokenResponse.decode(value),
+  },
 } as const;
 
 export interface CredentialBrokerServer extends UntypedServiceImplementation {
@@ -1640,6 +2037,16 @@ export interface CredentialBrokerServer extends UntypedServiceImplementation {
    * the IdP (RFC 7009). Idempotent.
    */
   revokeSubjectToken: handleUnaryCall<RevokeSubjectTokenRequest, RevokeSubjectTokenResponse>;
+  /**
+   * GetDownstreamToken returns a token for a configured downstream API of the user's provider
+   * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
+   * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
+   * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
+   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
+   * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
+   */
+  getDownstreamToken: handleUnaryCall<GetDownstreamTokenRequest, GetDownstreamTokenResponse>;
 }
 
 export interface CredentialBrokerClient extends Client {
@@ -1720,6 +2127,30 @@ export interface CredentialBrokerClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeSubjectTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * GetDownstreamToken returns a token for a configured downstream API of the user's provider
+   * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
+   * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
+   * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
+   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
+   * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
+   */
+  getDownstreamToken(
+    request: GetDownstreamTokenRequest,
+    callback: (error: ServiceError | null, response: GetDownstreamTokenResponse) => void,
+  ): ClientUnaryCall;
+  getDownstreamToken(
+    request: GetDownstreamTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDownstreamTokenResponse) => void,
+  ): ClientUnaryCall;
+  getDownstreamToken(
+    request: GetDownstreamTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDownstreamTokenResponse) => void,
   ): ClientUnaryCall;
 }
 

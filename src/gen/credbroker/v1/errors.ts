@@ -54,6 +54,12 @@ export enum ErrorReason {
   INTERNAL_ERROR = 11,
   /** SHUTTING_DOWN - UNAVAILABLE: the broker is shutting down. Has RetryInfo. */
   SHUTTING_DOWN = 12,
+  /**
+   * EXCHANGE_REJECTED - FAILED_PRECONDITION: the IdP refused to exchange the user's subject token for a downstream
+   * token (invalid_grant, invalid_target, invalid_scope, …); metadata "idpError" is the OAuth
+   * error code only. Usually a configuration or consent problem, not fixed by retrying.
+   */
+  EXCHANGE_REJECTED = 13,
   UNRECOGNIZED = -1,
 }
 
@@ -98,6 +104,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 12:
     case 'SHUTTING_DOWN':
       return ErrorReason.SHUTTING_DOWN;
+    case 13:
+    case 'EXCHANGE_REJECTED':
+      return ErrorReason.EXCHANGE_REJECTED;
     case -1:
     case 'UNRECOGNIZED':
     default:
@@ -133,6 +142,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return 'INTERNAL_ERROR';
     case ErrorReason.SHUTTING_DOWN:
       return 'SHUTTING_DOWN';
+    case ErrorReason.EXCHANGE_REJECTED:
+      return 'EXCHANGE_REJECTED';
     case ErrorReason.UNRECOGNIZED:
     default:
       return 'UNRECOGNIZED';

@@ -25,6 +25,8 @@ export enum ObtainedVia {
   OBTAINED_VIA_LOGIN = 1,
   /** OBTAINED_VIA_REFRESH - A refresh_token grant (RFC 6749 §6). */
   OBTAINED_VIA_REFRESH = 2,
+  /** OBTAINED_VIA_EXCHANGE - A token exchange for a downstream API (RFC 8693, or Entra on-behalf-of). */
+  OBTAINED_VIA_EXCHANGE = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -39,6 +41,9 @@ export function obtainedViaFromJSON(object: any): ObtainedVia {
     case 2:
     case 'OBTAINED_VIA_REFRESH':
       return ObtainedVia.OBTAINED_VIA_REFRESH;
+    case 3:
+    case 'OBTAINED_VIA_EXCHANGE':
+      return ObtainedVia.OBTAINED_VIA_EXCHANGE;
     case -1:
     case 'UNRECOGNIZED':
     default:
@@ -54,6 +59,8 @@ export function obtainedViaToJSON(object: ObtainedVia): string {
       return 'OBTAINED_VIA_LOGIN';
     case ObtainedVia.OBTAINED_VIA_REFRESH:
       return 'OBTAINED_VIA_REFRESH';
+    case ObtainedVia.OBTAINED_VIA_EXCHANGE:
+      return 'OBTAINED_VIA_EXCHANGE';
     case ObtainedVia.UNRECOGNIZED:
     default:
       return 'UNRECOGNIZED';
