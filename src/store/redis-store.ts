@@ -59,239 +59,321 @@ function isPositive(ms: number, what: string): number {
   return Math.ceil(ms);
 }
 
-export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
+/**
+ * Everything one store instance's operations share. The operations are module-level functions
+ * taking it explicitly, so each reads as one unit and the state they touch is visible.
+ */
+interface StoreContext {
+  readonly connections: RedisConnections;
+  readonly redis: RedisClient & ScriptCommands;
+  readonly cluster: boolean;
+  readonly keyRing: KeyRing | undefined;
+  readonly commandTimeoutMs: number;
+  readonly logger: Logger | undefined;
+  closed: boolean;
+  /** Whether the command connection has been ready at least once. */
+  connectedOnce: boolean;
+  /** Resolves when the command connection is first ready. */
+  readonly firstReady: Promise<void>;
+  /** Lock release notifications: one subscriber connection (made on first use), a waiter set per channel. */
+  subscriber: RedisClient | undefined;
+  readonly waiters: Map<string, Set<() => void>>;
+  readonly subscribed: Map<string, Promise<unknown>>;
+}
+
+function createContext(options: RedisStoreOptions): StoreContext {
   const { connections, keyRing, commandTimeoutMs, logger } = options;
-  const redis = withScripts(connections.client);
-  const cluster = connections.kind === 'redis-cluster';
-  let closed = false;
+  const client = connections.client;
+  const ctx: StoreContext = {
+    connections,
+    redis: withScripts(client),
+    cluster: connections.kind === 'redis-cluster',
+    keyRing,
+    commandTimeoutMs,
+    logger,
+    closed: false,
+    connectedOnce: client.status === 'ready',
+    firstReady: new Promise<void>((resolve) => {
+      if (client.status === 'ready') return resolve();
+      client.once('ready', () => {
+        ctx.connectedOnce = true;
+        resolve();
+      });
+    }),
+    subscriber: undefined,
+    waiters: new Map(),
+    subscribed: new Map(),
+  };
+  return ctx;
+}
+
+/** Runs Redis commands; any failure or a timeout becomes STORE_UNAVAILABLE. */
+async function run<T>(ctx: StoreContext, op: () => Promise<T>): Promise<T> {
+  if (ctx.closed) throw storeUnavailable(new Error('store closed'));
+  const { commandTimeoutMs } = ctx;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${commandTimeoutMs} ms`)), commandTimeoutMs);
+  });
+  try {
+    // Until the first connection is up (process start), wait for it within the same budget
+    // rather than failing the first calls; once it has been up, an outage fails fast.
+    if (!ctx.connectedOnce) await Promise.race([ctx.firstReady, timeout]);
+    return await Promise.race([op(), timeout]);
+  } catch (err) {
+    throw storeUnavailable(err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function ring(ctx: StoreContext, ref: SubjectRef): KeyRing {
+  if (ctx.keyRing === undefined) throw reauthRequired('STORE_DISABLED', ref);
+  return ctx.keyRing;
+}
+
+// --- lock release notifications -------------------------------------------------------------
+
+function getSubscriber(ctx: StoreContext): RedisClient {
+  if (!ctx.subscriber) {
+    const sub = ctx.connections.createSubscriber();
+    sub.on('error', (err: Error) => ctx.logger?.debug({ err }, 'redis subscriber error'));
+    sub.on(ctx.cluster ? 'smessage' : 'message', (channel: string | Buffer): void => {
+      for (const wake of [...(ctx.waiters.get(channel.toString()) ?? [])]) wake();
+    });
+    ctx.subscriber = sub;
+  }
+  return ctx.subscriber;
+}
+
+function subscribe(ctx: StoreContext, channel: string): Promise<unknown> {
+  let p = ctx.subscribed.get(channel);
+  if (!p) {
+    const sub = getSubscriber(ctx);
+    const attempt: Promise<unknown> = (ctx.cluster ? sub.ssubscribe(channel) : sub.subscribe(channel)).catch(
+      (err: unknown) => {
+        if (ctx.subscribed.get(channel) === attempt) ctx.subscribed.delete(channel);
+        throw err;
+      },
+    );
+    ctx.subscribed.set(channel, attempt);
+    p = attempt;
+  }
+  return p;
+}
+
+function unsubscribe(ctx: StoreContext, channel: string): void {
+  if (!ctx.subscribed.delete(channel) || !ctx.subscriber) return;
+  const sub = ctx.subscriber;
+  (ctx.cluster ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)).catch(() => undefined);
+}
+
+// --- token records --------------------------------------------------------------------------
+
+async function getToken(ctx: StoreContext, ref: SubjectRef): Promise<TokenRecord | undefined> {
+  const r = ring(ctx, ref);
+  const [g, v] = await run(ctx, () => ctx.redis.hmgetBuffer(tokenKey(ref), 'g', 'v'));
+  if (!v) return undefined;
+  const { record, keyId } = openRecord(r, ref, v, g ? Number(g.toString()) : undefined);
+  if (keyId !== r.active.id) {
+    // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
+    // (same generation and TTL; a write in between wins). In the background and best-effort:
+    // the read has succeeded and does not wait for it.
+    const sealed = sealRecord(r.active, ref, record);
+    void run(ctx, () => ctx.redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
+      ctx.logger?.debug({ err }, 're-sealing a record under the active key failed'),
+    );
+  }
+  return record;
+}
+
+async function putToken(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  record: NewTokenRecord,
+  ttlMs: number,
+): Promise<number> {
+  const r = ring(ctx, ref);
+  const ttl = isPositive(ttlMs, 'ttlMs');
+  let last = await run(ctx, () => ctx.redis.cbLastGeneration(tokenKey(ref), tombKey(ref)));
+  for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
+    const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1 });
+    const [ok, generation] = await run(ctx, () =>
+      ctx.redis.cbPut(tokenKey(ref), tombKey(ref), last, sealed, ttl, ref.provider, ref.userId),
+    );
+    if (ok === 1) return generation;
+    last = generation;
+  }
+  throw storeUnavailable(new Error(`putToken lost ${PUT_ATTEMPTS} races for one user`));
+}
+
+async function putTokenFenced(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  lockOwner: string,
+  expectedGeneration: number,
+  record: NewTokenRecord,
+  ttlMs: number,
+): Promise<boolean> {
+  const r = ring(ctx, ref);
+  const ttl = isPositive(ttlMs, 'ttlMs');
+  const sealed = sealRecord(r.active, ref, { ...record, generation: expectedGeneration + 1 });
+  const ok = await run(ctx, () =>
+    ctx.redis.cbPutFenced(tokenKey(ref), lockKey(ref), lockOwner, expectedGeneration, sealed, ttl),
+  );
+  return ok === 1;
+}
+
+/** Delete with tombstone; `expectedGeneration` '' deletes unconditionally. */
+async function deleteToken(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  expectedGeneration: number | '',
+): Promise<boolean> {
+  const deleted = await run(ctx, () =>
+    ctx.redis.cbDelete(tokenKey(ref), tombKey(ref), TOMBSTONE_TTL_MS, expectedGeneration),
+  );
+  return deleted === 1;
+}
+
+// --- login state ----------------------------------------------------------------------------
+
+async function putLoginState(
+  ctx: StoreContext,
+  state: string,
+  value: LoginState,
+  ttlMs: number,
+): Promise<void> {
+  const ttl = isPositive(ttlMs, 'ttlMs');
+  const sealed = sealLoginState(state, value);
+  await run(ctx, () => ctx.redis.set(loginKey(loginStateId(state)), sealed, 'PX', ttl));
+}
+
+async function consumeLoginState(ctx: StoreContext, state: string): Promise<LoginState | undefined> {
+  const sealed = await run(ctx, () => ctx.redis.getdelBuffer(loginKey(loginStateId(state))));
+  return sealed ? openLoginState(state, sealed) : undefined;
+}
+
+// --- refresh locks --------------------------------------------------------------------------
+
+async function acquireLock(ctx: StoreContext, ref: SubjectRef, leaseMs: number): Promise<string | undefined> {
+  const lease = isPositive(leaseMs, 'leaseMs');
+  const owner = randomUUID();
+  const ok = await run(ctx, () => ctx.redis.set(lockKey(ref), owner, 'PX', lease, 'NX'));
+  return ok === 'OK' ? owner : undefined;
+}
+
+async function renewLock(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  owner: string,
+  leaseMs: number,
+): Promise<boolean> {
+  const lease = isPositive(leaseMs, 'leaseMs');
+  return (await run(ctx, () => ctx.redis.cbRenew(lockKey(ref), owner, lease))) === 1;
+}
+
+async function releaseLock(ctx: StoreContext, ref: SubjectRef, owner: string): Promise<boolean> {
+  const released = (await run(ctx, () => ctx.redis.cbRelease(lockKey(ref), owner))) === 1;
+  if (released) {
+    const channel = unlockChannel(ref);
+    // Best effort: a lost notification only makes waiters fall back to their timeout.
+    await run(ctx, () =>
+      ctx.cluster ? ctx.redis.spublish(channel, '1') : ctx.redis.publish(channel, '1'),
+    ).catch((err: unknown) => ctx.logger?.debug({ err }, 'lock release notification failed'));
+  }
+  return released;
+}
+
+function waitForUnlock(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  if (ctx.closed || signal?.aborted) return Promise.resolve();
+  const channel = unlockChannel(ref);
+  return new Promise<void>((resolve) => {
+    let set = ctx.waiters.get(channel);
+    if (!set) ctx.waiters.set(channel, (set = new Set()));
+    const listeners = set;
+    let timer = setTimeout(() => done(), Math.max(0, timeoutMs));
+    const started = Date.now();
+    function done(): void {
+      clearTimeout(timer);
+      listeners.delete(done);
+      if (listeners.size === 0 && ctx.waiters.get(channel) === listeners) {
+        ctx.waiters.delete(channel);
+        unsubscribe(ctx, channel);
+      }
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    listeners.add(done);
+    signal?.addEventListener('abort', done, { once: true });
+    // Subscribe first, then look at the lock: a release between our failed acquire and the
+    // subscription is seen as "no lock" instead of a missed message.
+    subscribe(ctx, channel)
+      .then(() => run(ctx, () => ctx.redis.pttl(lockKey(ref))))
+      .then((pttl) => {
+        if (!listeners.has(done)) return;
+        if (pttl === -2) return done();
+        // A lease that runs out publishes nothing: wake when it would have expired.
+        const remaining = timeoutMs - (Date.now() - started);
+        if (pttl >= 0 && pttl < remaining) {
+          clearTimeout(timer);
+          timer = setTimeout(() => done(), pttl);
+        }
+      })
+      .catch((err: unknown) => ctx.logger?.debug({ err }, 'waiting for unlock without notification'));
+  });
+}
+
+// --- lifecycle ------------------------------------------------------------------------------
+
+async function close(ctx: StoreContext): Promise<void> {
+  if (ctx.closed) return;
+  ctx.closed = true;
+  for (const set of [...ctx.waiters.values()]) for (const wake of [...set]) wake();
+  const clients = [ctx.connections.client, ...(ctx.subscriber ? [ctx.subscriber] : [])];
+  await Promise.all(
+    clients.map(async (c) => {
+      try {
+        await Promise.race([c.quit(), new Promise((r) => setTimeout(r, ctx.commandTimeoutMs))]);
+      } catch {
+        // Not connected: nothing to say goodbye to.
+      }
+      c.disconnect();
+    }),
+  );
+}
+
+export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
+  const ctx = createContext(options);
   // ioredis reports connection trouble as 'error' events; operations report it as
   // STORE_UNAVAILABLE, so the events are only worth a debug line (and must have a listener).
-  connections.client.on('error', (err: Error) => logger?.debug({ err }, 'redis connection error'));
-
-  let connectedOnce = connections.client.status === 'ready';
-  const firstReady = new Promise<void>((resolve) => {
-    if (connectedOnce) return resolve();
-    connections.client.once('ready', () => {
-      connectedOnce = true;
-      resolve();
-    });
-  });
-  /** Runs Redis commands; any failure or a timeout becomes STORE_UNAVAILABLE. */
-  const run = async <T>(op: () => Promise<T>): Promise<T> => {
-    if (closed) throw storeUnavailable(new Error('store closed'));
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no answer within ${commandTimeoutMs} ms`)),
-        commandTimeoutMs,
-      );
-    });
-    try {
-      // Until the first connection is up (process start), wait for it within the same budget
-      // rather than failing the first calls; once it has been up, an outage fails fast.
-      if (!connectedOnce) await Promise.race([firstReady, timeout]);
-      return await Promise.race([op(), timeout]);
-    } catch (err) {
-      throw storeUnavailable(err);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  const ring = (ref: SubjectRef): KeyRing => {
-    if (keyRing === undefined) throw reauthRequired('STORE_DISABLED', ref);
-    return keyRing;
-  };
-
-  // --- lock release notifications: one subscriber, a waiter set per channel ---
-  let subscriber: RedisClient | undefined;
-  const waiters = new Map<string, Set<() => void>>();
-  const subscribed = new Map<string, Promise<unknown>>();
-  const onMessage = (channel: string | Buffer): void => {
-    for (const wake of [...(waiters.get(channel.toString()) ?? [])]) wake();
-  };
-  const getSubscriber = (): RedisClient => {
-    if (!subscriber) {
-      subscriber = connections.createSubscriber();
-      subscriber.on('error', (err: Error) => logger?.debug({ err }, 'redis subscriber error'));
-      subscriber.on(cluster ? 'smessage' : 'message', onMessage);
-    }
-    return subscriber;
-  };
-  const subscribe = (channel: string): Promise<unknown> => {
-    let p = subscribed.get(channel);
-    if (!p) {
-      const sub = getSubscriber();
-      const attempt: Promise<unknown> = (cluster ? sub.ssubscribe(channel) : sub.subscribe(channel)).catch(
-        (err: unknown) => {
-          if (subscribed.get(channel) === attempt) subscribed.delete(channel);
-          throw err;
-        },
-      );
-      subscribed.set(channel, attempt);
-      p = attempt;
-    }
-    return p;
-  };
-  const unsubscribe = (channel: string): void => {
-    if (!subscribed.delete(channel) || !subscriber) return;
-    const sub = subscriber;
-    (cluster ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)).catch(() => undefined);
-  };
-
+  ctx.connections.client.on('error', (err: Error) => ctx.logger?.debug({ err }, 'redis connection error'));
   // Connect the subscriber now, so the first waiter does not pay for the connection.
-  getSubscriber();
+  getSubscriber(ctx);
 
-  const store: RedisTokenStore = {
-    kind: connections.kind,
-    client: connections.client,
-
-    async getToken(ref: SubjectRef): Promise<TokenRecord | undefined> {
-      const r = ring(ref);
-      const [g, v] = await run(() => redis.hmgetBuffer(tokenKey(ref), 'g', 'v'));
-      if (!v) return undefined;
-      const { record, keyId } = openRecord(r, ref, v, g ? Number(g.toString()) : undefined);
-      if (keyId !== r.active.id) {
-        // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
-        // (same generation and TTL; a write in between wins). In the background and best-effort:
-        // the read has succeeded and does not wait for it.
-        const sealed = sealRecord(r.active, ref, record);
-        void run(() => redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
-          logger?.debug({ err }, 're-sealing a record under the active key failed'),
-        );
-      }
-      return record;
+  return {
+    kind: ctx.connections.kind,
+    client: ctx.connections.client,
+    getToken: (ref) => getToken(ctx, ref),
+    putToken: (ref, record, ttlMs) => putToken(ctx, ref, record, ttlMs),
+    putTokenFenced: (ref, lockOwner, expectedGeneration, record, ttlMs) =>
+      putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs),
+    deleteToken: (ref) => deleteToken(ctx, ref, ''),
+    deleteTokenIfGeneration: (ref, expectedGeneration) => deleteToken(ctx, ref, expectedGeneration),
+    putLoginState: (state, value, ttlMs) => putLoginState(ctx, state, value, ttlMs),
+    consumeLoginState: (state) => consumeLoginState(ctx, state),
+    acquireLock: (ref, leaseMs) => acquireLock(ctx, ref, leaseMs),
+    renewLock: (ref, owner, leaseMs) => renewLock(ctx, ref, owner, leaseMs),
+    releaseLock: (ref, owner) => releaseLock(ctx, ref, owner),
+    waitForUnlock: (ref, timeoutMs, signal) => waitForUnlock(ctx, ref, timeoutMs, signal),
+    ping: async () => {
+      await run(ctx, () => ctx.redis.ping());
     },
-
-    async putToken(ref: SubjectRef, record: NewTokenRecord, ttlMs: number): Promise<number> {
-      const r = ring(ref);
-      const ttl = isPositive(ttlMs, 'ttlMs');
-      let last = await run(() => redis.cbLastGeneration(tokenKey(ref), tombKey(ref)));
-      for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-        const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1 });
-        const [ok, generation] = await run(() =>
-          redis.cbPut(tokenKey(ref), tombKey(ref), last, sealed, ttl, ref.provider, ref.userId),
-        );
-        if (ok === 1) return generation;
-        last = generation;
-      }
-      throw storeUnavailable(new Error(`putToken lost ${PUT_ATTEMPTS} races for one user`));
-    },
-
-    async putTokenFenced(ref, lockOwner, expectedGeneration, record, ttlMs): Promise<boolean> {
-      const r = ring(ref);
-      const ttl = isPositive(ttlMs, 'ttlMs');
-      const sealed = sealRecord(r.active, ref, { ...record, generation: expectedGeneration + 1 });
-      const ok = await run(() =>
-        redis.cbPutFenced(tokenKey(ref), lockKey(ref), lockOwner, expectedGeneration, sealed, ttl),
-      );
-      return ok === 1;
-    },
-
-    async deleteToken(ref: SubjectRef): Promise<boolean> {
-      return (await run(() => redis.cbDelete(tokenKey(ref), tombKey(ref), TOMBSTONE_TTL_MS, ''))) === 1;
-    },
-
-    async deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean> {
-      const deleted = await run(() =>
-        redis.cbDelete(tokenKey(ref), tombKey(ref), TOMBSTONE_TTL_MS, expectedGeneration),
-      );
-      return deleted === 1;
-    },
-
-    async putLoginState(state: string, value: LoginState, ttlMs: number): Promise<void> {
-      const ttl = isPositive(ttlMs, 'ttlMs');
-      const sealed = sealLoginState(state, value);
-      await run(() => redis.set(loginKey(loginStateId(state)), sealed, 'PX', ttl));
-    },
-
-    async consumeLoginState(state: string): Promise<LoginState | undefined> {
-      const sealed = await run(() => redis.getdelBuffer(loginKey(loginStateId(state))));
-      return sealed ? openLoginState(state, sealed) : undefined;
-    },
-
-    async acquireLock(ref: SubjectRef, leaseMs: number): Promise<string | undefined> {
-      const lease = isPositive(leaseMs, 'leaseMs');
-      const owner = randomUUID();
-      const ok = await run(() => redis.set(lockKey(ref), owner, 'PX', lease, 'NX'));
-      return ok === 'OK' ? owner : undefined;
-    },
-
-    async renewLock(ref: SubjectRef, owner: string, leaseMs: number): Promise<boolean> {
-      const lease = isPositive(leaseMs, 'leaseMs');
-      return (await run(() => redis.cbRenew(lockKey(ref), owner, lease))) === 1;
-    },
-
-    async releaseLock(ref: SubjectRef, owner: string): Promise<boolean> {
-      const released = (await run(() => redis.cbRelease(lockKey(ref), owner))) === 1;
-      if (released) {
-        const channel = unlockChannel(ref);
-        // Best effort: a lost notification only makes waiters fall back to their timeout.
-        await run(() => (cluster ? redis.spublish(channel, '1') : redis.publish(channel, '1'))).catch(
-          (err: unknown) => logger?.debug({ err }, 'lock release notification failed'),
-        );
-      }
-      return released;
-    },
-
-    waitForUnlock(ref: SubjectRef, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-      if (closed || signal?.aborted) return Promise.resolve();
-      const channel = unlockChannel(ref);
-      return new Promise<void>((resolve) => {
-        let set = waiters.get(channel);
-        if (!set) waiters.set(channel, (set = new Set()));
-        const listeners = set;
-        let timer = setTimeout(() => done(), Math.max(0, timeoutMs));
-        const started = Date.now();
-        function done(): void {
-          clearTimeout(timer);
-          listeners.delete(done);
-          if (listeners.size === 0 && waiters.get(channel) === listeners) {
-            waiters.delete(channel);
-            unsubscribe(channel);
-          }
-          signal?.removeEventListener('abort', done);
-          resolve();
-        }
-        listeners.add(done);
-        signal?.addEventListener('abort', done, { once: true });
-        // Subscribe first, then look at the lock: a release between our failed acquire and the
-        // subscription is seen as "no lock" instead of a missed message.
-        subscribe(channel)
-          .then(() => run(() => redis.pttl(lockKey(ref))))
-          .then((pttl) => {
-            if (!listeners.has(done)) return;
-            if (pttl === -2) return done();
-            // A lease that runs out publishes nothing: wake when it would have expired.
-            const remaining = timeoutMs - (Date.now() - started);
-            if (pttl >= 0 && pttl < remaining) {
-              clearTimeout(timer);
-              timer = setTimeout(() => done(), pttl);
-            }
-          })
-          .catch((err: unknown) => logger?.debug({ err }, 'waiting for unlock without notification'));
-      });
-    },
-
-    async ping(): Promise<void> {
-      await run(() => redis.ping());
-    },
-
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
-      for (const set of [...waiters.values()]) for (const wake of [...set]) wake();
-      const clients = [connections.client, ...(subscriber ? [subscriber] : [])];
-      await Promise.all(
-        clients.map(async (c) => {
-          try {
-            await Promise.race([c.quit(), new Promise((r) => setTimeout(r, commandTimeoutMs))]);
-          } catch {
-            // Not connected: nothing to say goodbye to.
-          }
-          c.disconnect();
-        }),
-      );
-    },
+    close: () => close(ctx),
   };
-  return store;
 }
