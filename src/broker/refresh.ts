@@ -15,7 +15,7 @@ import { IdpError } from '../core/idp-client.js';
 import type { NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
 import type { CallContext, TokenSource } from './api.js';
 import type { AuditLog } from './audit.js';
-import type { Clock } from '../core/clock.js';
+import { every, type Clock } from '../core/clock.js';
 import {
   BrokerError,
   ErrorReason,
@@ -172,7 +172,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
     state: FlightState,
     owner: string,
   ): Promise<RefreshResult> {
-    const renewal = setInterval(() => renew(ref, owner), Math.max(1, Math.floor(lockLeaseMs / 3)));
+    const renewal = every(clock, Math.max(1, Math.floor(lockLeaseMs / 3)), () => renew(ref, owner));
     try {
       // Double-check under the lock: the previous holder may have refreshed already.
       const rec = await counted('get', store.getToken(ref));
@@ -189,7 +189,7 @@ export function createRefresher(options: RefresherOptions): Refresher {
       }
       return await write(ref, idp, state, rec, owner, tokens);
     } finally {
-      clearInterval(renewal);
+      renewal.cancel();
       await release(ref, owner);
     }
   }

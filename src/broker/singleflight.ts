@@ -4,7 +4,7 @@
  * example to extend how long the flight is worth waiting for) before awaiting the promise, and
  * waits for it only until its own deadline (`waitWithin`).
  */
-import type { Clock } from '../core/clock.js';
+import type { Clock, Timer } from '../core/clock.js';
 
 export interface Flight<T, S> {
   readonly promise: Promise<T>;
@@ -79,9 +79,9 @@ export function waitWithin<T>(
   giveUp: () => Error,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     const cleanup = () => {
-      if (timer !== undefined) clearTimeout(timer);
+      timer?.cancel();
       signal.removeEventListener('abort', stop);
     };
     const stop = () => {
@@ -90,7 +90,7 @@ export function waitWithin<T>(
     };
     if (signal.aborted) return stop();
     const remaining = deadline - clock.now();
-    if (Number.isFinite(remaining)) timer = setTimeout(stop, Math.max(0, remaining - headroom(remaining)));
+    if (Number.isFinite(remaining)) timer = clock.setTimer(remaining - headroom(remaining), stop);
     signal.addEventListener('abort', stop, { once: true });
     promise.then(
       (value) => {

@@ -2,8 +2,8 @@
  * The embedded store for one process (development, the demo, unit tests of the domain). Same
  * semantics as the Redis store — TTL on every entry, generations and tombstones, fenced writes,
  * owner-token locks with leases, single-use login state — and records are sealed with the same
- * envelope, so UNDECRYPTABLE behaves identically. Expiry is evaluated against `clock`, so tests
- * can move time; waiting for a lock uses real timers and an in-process event.
+ * envelope, so UNDECRYPTABLE behaves identically. Expiry is evaluated against `clock` and waiting
+ * for a lock uses the clock's timers and an in-process event, so tests can run it on virtual time.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -45,8 +45,8 @@ export function createMemoryBackend(): MemoryBackend {
 export interface MemoryStoreOptions {
   /** Undefined: storage disabled — token operations throw REAUTH_REQUIRED / STORE_DISABLED. */
   readonly keyRing: KeyRing | undefined;
-  /** Epoch ms; default the system clock. TTLs and leases are judged by it. */
-  readonly clock?: Clock | (() => number);
+  /** Default the system clock. TTLs and leases are judged by it; lock waits use its timers. */
+  readonly clock?: Clock;
   /** Share data with other memory stores; default a private backend. */
   readonly backend?: MemoryBackend;
 }
@@ -55,7 +55,7 @@ export interface MemoryStoreOptions {
 export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
   const { keyRing } = options;
   const clock = options.clock ?? systemClock;
-  const now = typeof clock === 'function' ? clock : () => clock.now();
+  const now = (): number => clock.now();
   const backend = options.backend ?? createMemoryBackend();
   const { tokens, tombs, locks, logins, released } = backend;
   const waiters = new Set<() => void>();
@@ -206,13 +206,13 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       const wait = Math.max(0, Math.min(timeoutMs, held.expiresAt - now()));
       return new Promise<void>((resolve) => {
         const done = (): void => {
-          clearTimeout(timer);
+          timer.cancel();
           waiters.delete(done);
           released.off(key, done);
           signal?.removeEventListener('abort', done);
           resolve();
         };
-        const timer = setTimeout(done, wait);
+        const timer = clock.setTimer(wait, done);
         released.on(key, done);
         waiters.add(done);
         signal?.addEventListener('abort', done, { once: true });

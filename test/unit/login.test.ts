@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { CallContext, CompleteLoginInput } from '../../src/broker/api.js';
+import { systemClock } from '../../src/core/clock.js';
 import { BrokerError } from '../../src/core/errors.js';
 import { createLoginFlow, INVALID_IDP_RESPONSE, type LoginFlowOptions } from '../../src/broker/login.js';
 import {
@@ -128,7 +129,7 @@ async function brokerError(promise: Promise<unknown>): Promise<BrokerError> {
 
 describe('login flow (StartLogin, CompleteLogin)', () => {
   let time: number;
-  const clock = { now: () => time };
+  const clock = { now: () => time, setTimer: systemClock.setTimer };
   let logs: ReturnType<typeof captureLogs>;
   let ctx: CallContext;
   let store: TokenStore;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { systemClock } from '../../src/core/clock.js';
 import { createMemoryBackend, createMemoryStore } from '../../src/store/memory-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
 import { contractKeyRing, freshRef, sampleRecord, storeContract } from './store-contract.js';
@@ -18,7 +19,10 @@ storeContract('memory', {
 describe('memory store', () => {
   it('evaluates TTLs and leases against the injected clock', async () => {
     let now = 1_000_000;
-    const s = createMemoryStore({ keyRing: contractKeyRing, clock: () => now });
+    const s = createMemoryStore({
+      keyRing: contractKeyRing,
+      clock: { now: () => now, setTimer: systemClock.setTimer },
+    });
     const ref = freshRef();
     await s.putToken(ref, sampleRecord(), 1_000);
     const owner = await s.acquireLock(ref, 500);
