@@ -24,9 +24,24 @@ export interface RedisConnections {
    * (un)subscribe commands until connected: waiters are bounded by their own timeouts.
    */
   createSubscriber(): RedisClient;
+  /**
+   * A plain connection that carries cache invalidations (./invalidation.ts): to `node` on
+   * Cluster (one per master), else to the (current) master. No offline queue and no automatic
+   * resubscription: the cache arms tracking and subscribes itself on every `ready`.
+   */
+  createTrackingConnection(node?: NodeAddress): Redis;
 }
 
-function readPassword(field: string, path: string | undefined): string | undefined {
+export interface NodeAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Tracking connections: their commands run only once connected ('ready'), in subscriber mode after. */
+const TRACKING: RedisOptions = { enableOfflineQueue: false, autoResubscribe: false, lazyConnect: false };
+
+/** A password file's content, trimmed. @throws ConfigError naming `field` when it cannot be read */
+export function readPassword(field: string, path: string | undefined): string | undefined {
   if (path === undefined) return undefined;
   try {
     return readFileSync(path, 'utf8').trim();
@@ -75,22 +90,32 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
   };
   if (config.redis_url !== undefined) {
     const url = config.redis_url;
-    const make = (queue: boolean): Redis => new Redis(url, { ...common, enableOfflineQueue: queue });
-    return { kind: 'redis', client: make(false), createSubscriber: () => make(true) };
+    return {
+      kind: 'redis',
+      // Auto-pipelining: commands issued in the same tick leave in one write (ioredis).
+      client: new Redis(url, { ...common, enableAutoPipelining: true }),
+      createSubscriber: () => new Redis(url, { ...common, enableOfflineQueue: true }),
+      createTrackingConnection: () => new Redis(url, { ...common, ...TRACKING }),
+    };
   }
   if (config.redis_sentinel !== undefined) {
     const s = config.redis_sentinel;
     const sentinelPassword = readPassword('store.redis_sentinel.password_file', s.password_file);
-    const make = (queue: boolean): Redis =>
+    const make = (extra: RedisOptions): Redis =>
       new Redis({
         ...common,
-        enableOfflineQueue: queue,
+        ...extra,
         sentinels: s.sentinels.map(hostPort),
         name: s.name,
         sentinelRetryStrategy: reconnectDelay,
         ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
       });
-    return { kind: 'redis-sentinel', client: make(false), createSubscriber: () => make(true) };
+    return {
+      kind: 'redis-sentinel',
+      client: make({ enableAutoPipelining: true }),
+      createSubscriber: () => make({ enableOfflineQueue: true }),
+      createTrackingConnection: () => make(TRACKING),
+    };
   }
   if (config.redis_cluster !== undefined) {
     const seeds = config.redis_cluster.map((u) => {
@@ -101,6 +126,7 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
     const { enableOfflineQueue: _q, retryStrategy: _r, ...nodeOptions } = common;
     const options: ClusterOptions = {
       enableOfflineQueue: false,
+      enableAutoPipelining: true,
       clusterRetryStrategy: reconnectDelay,
       maxRedirections: 4,
       retryDelayOnClusterDown: 100,
@@ -117,7 +143,22 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
       // Sharded pub/sub (Redis 7 SSUBSCRIBE): one subscriber per master, messages stay in the
       // shard of the user's slot instead of being broadcast over the cluster bus.
       createSubscriber: () =>
-        new Cluster(seeds, { ...options, enableOfflineQueue: true, shardedSubscribers: true }),
+        new Cluster(seeds, {
+          ...options,
+          enableAutoPipelining: false,
+          enableOfflineQueue: true,
+          shardedSubscribers: true,
+        }),
+      createTrackingConnection: (node) => {
+        if (node === undefined) throw new TypeError('a Cluster tracking connection needs a node');
+        return new Redis({
+          ...options.redisOptions,
+          ...TRACKING,
+          host: node.host,
+          port: node.port,
+          retryStrategy: reconnectDelay,
+        });
+      },
     };
   }
   return undefined;

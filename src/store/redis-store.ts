@@ -107,21 +107,32 @@ function createContext(options: RedisStoreOptions): StoreContext {
   return ctx;
 }
 
-/** Runs Redis commands; any failure or a timeout becomes STORE_UNAVAILABLE. */
+/**
+ * Runs Redis commands; any failure or a timeout becomes STORE_UNAVAILABLE. The per-command
+ * deadline is the connection's own `commandTimeout` (connectRedis sets it to
+ * `store.command_timeout`): one timer per command, armed by ioredis, instead of a second one here.
+ */
 async function run<T>(ctx: StoreContext, op: () => Promise<T>): Promise<T> {
   if (ctx.closed) throw storeUnavailable(new Error('store closed'));
+  try {
+    // Until the first connection is up (process start), wait for it within the same budget
+    // rather than failing the first calls; once it has been up, an outage fails fast.
+    if (!ctx.connectedOnce) await firstConnection(ctx);
+    return await op();
+  } catch (err) {
+    throw storeUnavailable(err);
+  }
+}
+
+/** Resolves when the command connection is first ready; rejects after `commandTimeoutMs`. */
+async function firstConnection(ctx: StoreContext): Promise<void> {
   const { commandTimeoutMs } = ctx;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${commandTimeoutMs} ms`)), commandTimeoutMs);
   });
   try {
-    // Until the first connection is up (process start), wait for it within the same budget
-    // rather than failing the first calls; once it has been up, an outage fails fast.
-    if (!ctx.connectedOnce) await Promise.race([ctx.firstReady, timeout]);
-    return await Promise.race([op(), timeout]);
-  } catch (err) {
-    throw storeUnavailable(err);
+    await Promise.race([ctx.firstReady, timeout]);
   } finally {
     clearTimeout(timer);
   }
