@@ -29,6 +29,7 @@ export type Config = DeepReadonly<ParsedConfig> & {
   readonly source: { readonly file: string | undefined; readonly env: readonly string[] };
 };
 export type ProviderConfig = Config['providers'][number];
+export type DownstreamConfig = ProviderConfig['downstreams'][number];
 export type StoreConfig = Config['store'];
 
 type Kind = 'string' | 'boolean' | 'integer' | 'list';
@@ -254,6 +255,14 @@ export function loadConfig(options: LoadConfigOptions): Config {
     if (p.client_secret === undefined && p.client_secret_file !== undefined) {
       p.client_secret = readSecret(`providers[${i}].client_secret_file`, p.client_secret_file);
     }
+    p.downstreams.forEach((d, j) => {
+      if (d.client_secret === undefined && d.client_secret_file !== undefined) {
+        d.client_secret = readSecret(
+          `providers[${i}].downstreams[${j}].client_secret_file`,
+          d.client_secret_file,
+        );
+      }
+    });
   });
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze({ ...config, source: { file, env: applied } }) as Config;

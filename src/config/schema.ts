@@ -40,7 +40,13 @@ export const DEFAULT_ACCESS_TOKEN_LIFETIME = '5m';
 /** cert-manager renews at 2/3 of a certificate's life: a minute's delay in noticing is plenty. */
 export const DEFAULT_TLS_RELOAD_INTERVAL = '1m';
 
-const RPC_NAMES = ['StartLogin', 'CompleteLogin', 'GetValidSubjectToken', 'RevokeSubjectToken'] as const;
+const RPC_NAMES = [
+  'StartLogin',
+  'CompleteLogin',
+  'GetValidSubjectToken',
+  'RevokeSubjectToken',
+  'GetDownstreamToken',
+] as const;
 export type RpcName = (typeof RPC_NAMES)[number];
 
 const duration = z.string().transform((text, ctx) => {
@@ -76,6 +82,94 @@ const redisUrl = z.url({ protocol: /^rediss?$/, message: 'expected a redis:// or
 
 export const providerIdPattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
+/** RFC 8693 §3: the token type a downstream asks for by default. */
+export const DEFAULT_REQUESTED_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'expected an RFC 6749 scope token');
+const clientAuthMethod = z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']);
+
+/**
+ * A downstream API of a provider: the broker exchanges the user's subject token for a token of
+ * this audience / resource (RFC 8693, RFC 8707) or, for Entra, on behalf of the user. The client
+ * is the provider's unless `client_id` is set, in which case every client-authentication setting
+ * comes from the downstream (a secret is never paired with another client's id).
+ */
+const downstreamSchema = z
+  .strictObject({
+    id: z.string().regex(providerIdPattern, 'expected lowercase letters, digits, "-" or "_" (1-63 chars)'),
+    mode: z.enum(['token_exchange', 'entra_obo']).default('token_exchange'),
+    audience: z.string().min(1).max(2048).optional(),
+    resource: z.url({ message: 'expected an absolute URI (RFC 8707 §2)' }).optional(),
+    scopes: z.array(scopeToken).optional(),
+    requested_token_type: z.string().min(1).default(DEFAULT_REQUESTED_TOKEN_TYPE),
+    token_endpoint: httpUrl.optional(),
+    client_id: z.string().min(1).optional(),
+    client_secret: z.string().min(1).optional(),
+    client_secret_file: z.string().min(1).optional(),
+    private_key_file: z.string().min(1).optional(),
+    private_key_id: z.string().min(1).optional(),
+    client_auth: clientAuthMethod.optional(),
+  })
+  .superRefine((d, ctx) => {
+    const own = [d.client_secret, d.client_secret_file, d.private_key_file, d.private_key_id, d.client_auth];
+    if (d.client_id === undefined && own.some((v) => v !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['client_id'],
+        message:
+          'client authentication settings of a downstream need its own client_id (else the provider client is used)',
+      });
+    }
+    if (d.client_id !== undefined) {
+      const auth = d.client_auth ?? 'client_secret_basic';
+      const needsSecret = auth === 'client_secret_basic' || auth === 'client_secret_post';
+      if (needsSecret && d.client_secret === undefined && d.client_secret_file === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['client_secret'],
+          message: `client_auth ${auth} needs client_secret or client_secret_file`,
+        });
+      }
+      if (auth === 'private_key_jwt' && d.private_key_file === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['private_key_file'],
+          message: 'client_auth private_key_jwt needs private_key_file',
+        });
+      }
+    }
+    if (
+      d.mode === 'token_exchange' &&
+      d.audience === undefined &&
+      d.resource === undefined &&
+      !d.scopes?.length
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['audience'],
+        message: 'a token_exchange downstream needs audience, resource or scopes (what the token is for)',
+      });
+    }
+    if (d.mode === 'entra_obo') {
+      if (!d.scopes?.length) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['scopes'],
+          message: 'an entra_obo downstream needs scopes (e.g. api://orders/.default)',
+        });
+      }
+      for (const field of ['audience', 'resource'] as const) {
+        if (d[field] !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [field],
+            message: 'not used by entra_obo (Entra names the downstream API in scopes)',
+          });
+        }
+      }
+    }
+  });
+
 const providerSchema = z
   .strictObject({
     id: z.string().regex(providerIdPattern, 'expected lowercase letters, digits, "-" or "_" (1-63 chars)'),
@@ -92,9 +186,7 @@ const providerSchema = z
     client_secret_file: z.string().min(1).optional(),
     private_key_file: z.string().min(1).optional(),
     private_key_id: z.string().min(1).optional(),
-    client_auth: z
-      .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'])
-      .default('client_secret_basic'),
+    client_auth: clientAuthMethod.default('client_secret_basic'),
     redirect_uris: z.array(httpUrl).min(1),
     scopes: z
       .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'expected an RFC 6749 scope token'))
@@ -104,8 +196,20 @@ const providerSchema = z
     default_access_token_lifetime: duration.prefault(DEFAULT_ACCESS_TOKEN_LIFETIME),
     /** Plain-http IdP endpoints are accepted only on loopback, for development and tests. */
     allow_insecure_http: z.boolean().default(false),
+    downstreams: z.array(downstreamSchema).default([]),
   })
   .superRefine((p, ctx) => {
+    const downstreamIds = new Set<string>();
+    p.downstreams.forEach((d, i) => {
+      if (downstreamIds.has(d.id)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['downstreams', i, 'id'],
+          message: `duplicate downstream id "${d.id}"`,
+        });
+      }
+      downstreamIds.add(d.id);
+    });
     const needsSecret = p.client_auth === 'client_secret_basic' || p.client_auth === 'client_secret_post';
     if (needsSecret && p.client_secret === undefined && p.client_secret_file === undefined) {
       ctx.addIssue({
@@ -153,6 +257,8 @@ const callerSchema = z
     tls_san: z.string().min(1).optional(),
     allow: z.array(z.enum(RPC_NAMES)).min(1),
     providers: z.array(z.string().regex(providerIdPattern)).optional(),
+    /** Downstream ids this caller may ask GetDownstreamToken for; absent: every downstream. */
+    downstreams: z.array(z.string().regex(providerIdPattern)).optional(),
   })
   .refine((c) => c.api_key_sha256 !== undefined || c.tls_subject !== undefined || c.tls_san !== undefined, {
     message: 'a caller needs api_key_sha256, tls_subject or tls_san',
@@ -242,7 +348,7 @@ export const configSchema = z
         });
       }
     });
-    c.callers.forEach((caller, i) =>
+    c.callers.forEach((caller, i) => {
       caller.providers?.forEach((id, j) => {
         if (!seen.has(id)) {
           ctx.addIssue({
@@ -251,12 +357,26 @@ export const configSchema = z
             message: `unknown provider "${id}"`,
           });
         }
-      }),
-    );
+      });
+      // A downstream id must exist under a provider the caller may use.
+      const usable = c.providers.filter(
+        (p) => caller.providers === undefined || caller.providers.includes(p.id),
+      );
+      caller.downstreams?.forEach((id, j) => {
+        if (!usable.some((p) => p.downstreams.some((d) => d.id === id))) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['callers', i, 'downstreams', j],
+            message: `unknown downstream "${id}" (not configured under any provider this caller may use)`,
+          });
+        }
+      });
+    });
   });
 
 /** The validated file + environment input, before secrets are read from files. */
 export type ParsedConfig = z.output<typeof configSchema>;
 export type ProviderInput = ParsedConfig['providers'][number];
+export type DownstreamInput = ProviderInput['downstreams'][number];
 export type CallerConfig = Readonly<ParsedConfig['callers'][number]>;
 export type TlsConfig = Readonly<NonNullable<ParsedConfig['tls']>>;

@@ -73,6 +73,22 @@ export interface CodeExchange {
   readonly state: string | undefined;
 }
 
+/**
+ * A token for a downstream API, from an RFC 8693 token exchange or an Entra on-behalf-of request.
+ * No refresh token is kept: a downstream token is re-exchanged from the subject token.
+ */
+export interface ExchangedToken {
+  readonly accessToken: string;
+  /** Undefined when the IdP returned no token_type. */
+  readonly tokenType: string | undefined;
+  /** Expiry, epoch ms: `expires_in`, else the JWT `exp`, else the provider's default lifetime. */
+  readonly expiresAt: number;
+  /** Undefined when the response carried no `scope`. */
+  readonly scopes: readonly string[] | undefined;
+  /** RFC 8693 §2.2.1 `issued_token_type`, when the IdP sent it. */
+  readonly issuedTokenType: string | undefined;
+}
+
 export interface IdpClient {
   readonly id: string;
   /** This provider's refresh skew, ms (provider setting or refresh.skew). */
@@ -100,6 +116,15 @@ export interface IdpClient {
   ): Promise<{ tokens: TokenSet; identity: Identity }>;
   /** refresh_token grant (RFC 6749 §6), with the provider's timeout. @throws IdpError */
   refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenSet>;
+  /** Ids of the downstream APIs configured under this provider (`downstreams[].id`). */
+  readonly downstreams?: readonly string[];
+  /**
+   * Exchanges the user's subject (access) token for a token for the downstream `downstream`:
+   * RFC 8693 token exchange or Entra on-behalf-of, as configured, at the downstream's token
+   * endpoint with its client authentication (defaults: the provider's). No retries.
+   * @throws IdpError (`rejected` with the OAuth code, e.g. invalid_target; or `unavailable`)
+   */
+  exchange?(downstream: string, subjectToken: string, signal?: AbortSignal): Promise<ExchangedToken>;
   /** RFC 7009 revocation. Never throws. */
   revoke(
     token: string,

@@ -53,7 +53,7 @@ export async function loadSigningKey(pem: string): Promise<webcrypto.CryptoKey> 
  * @throws Error naming the field when a secret or key is missing or unusable
  */
 export async function createClientAuth(
-  p: ProviderConfig,
+  p: Pick<ProviderConfig, 'id' | 'client_auth' | 'client_secret' | 'private_key_file' | 'private_key_id'>,
   readFile: (path: string) => string,
 ): Promise<ClientAuth> {
   switch (p.client_auth) {

@@ -17,7 +17,8 @@ import { IdpError } from '../core/idp-client.js';
 const OAUTH_ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 
 /** What went wrong in which IdP operation, for the log only. */
-export type IdpOperation = 'discovery' | 'authorization_code' | 'refresh_token' | 'revocation' | 'user_api';
+export type IdpOperation =
+  'discovery' | 'authorization_code' | 'refresh_token' | 'revocation' | 'user_api' | 'token_exchange';
 
 /** Responses that do not verify (signature, iss, aud, exp, nonce, missing fields). */
 const INVALID_RESPONSE_CODES = new Set([

@@ -18,6 +18,7 @@ import {
   enableNonRepudiationChecks,
   fetchProtectedResource,
   fetchUserInfo,
+  genericGrantRequest,
   refreshTokenGrant,
   tokenRevocation,
   type AuthorizationCodeGrantChecks,
@@ -27,7 +28,7 @@ import {
   type TokenEndpointResponse,
 } from 'openid-client';
 import type { Identity } from '../core/identity.js';
-import type { ProviderConfig } from '../config/load.js';
+import type { DownstreamConfig, ProviderConfig } from '../config/load.js';
 import type { Logger } from '../logger.js';
 import { accessTokenExpiry, refreshTokenExpiry } from './expiry.js';
 import { parseRetryAfter, toIdpError, type IdpOperation } from './errors.js';
@@ -35,6 +36,7 @@ import {
   IdpError,
   type AuthorizationRequest,
   type CodeExchange,
+  type ExchangedToken,
   type IdpClient,
   type TokenSet,
 } from '../core/idp-client.js';
@@ -52,6 +54,45 @@ export interface OidcClientOptions {
   readonly clock?: Clock;
   /** HTTP client; default the global fetch. */
   readonly fetch?: typeof fetch;
+  /**
+   * Client authentication of each downstream that has its own `client_id`, by downstream id
+   * (built at startup with the provider's). Downstreams without one use `clientAuth`.
+   */
+  readonly downstreamAuth?: ReadonlyMap<string, ClientAuth>;
+}
+
+/** RFC 8693 §2.1 grant type. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** RFC 7523 §2.1 grant type, used by Entra's on-behalf-of flow. */
+export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+/** RFC 8693 §3: the subject token handed to the IdP is an OAuth access token. */
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+/**
+ * The token-endpoint parameters of a downstream exchange (everything but client authentication,
+ * which openid-client adds).
+ * - token_exchange: RFC 8693 §2.1 (subject_token, subject_token_type, requested_token_type,
+ *   audience, resource (RFC 8707), scope).
+ * - entra_obo: Microsoft identity platform on-behalf-of (assertion, requested_token_use, scope).
+ */
+export function exchangeParameters(
+  d: DownstreamConfig,
+  subjectToken: string,
+): { grantType: string; parameters: URLSearchParams } {
+  const parameters = new URLSearchParams();
+  if (d.mode === 'entra_obo') {
+    parameters.set('assertion', subjectToken);
+    parameters.set('requested_token_use', 'on_behalf_of');
+    parameters.set('scope', (d.scopes ?? []).join(' '));
+    return { grantType: JWT_BEARER_GRANT, parameters };
+  }
+  parameters.set('subject_token', subjectToken);
+  parameters.set('subject_token_type', ACCESS_TOKEN_TYPE);
+  parameters.set('requested_token_type', d.requested_token_type);
+  if (d.audience !== undefined) parameters.set('audience', d.audience);
+  if (d.resource !== undefined) parameters.set('resource', d.resource);
+  if (d.scopes !== undefined && d.scopes.length > 0) parameters.set('scope', d.scopes.join(' '));
+  return { grantType: TOKEN_EXCHANGE_GRANT, parameters };
 }
 
 /** RFC 6750 spells the type "Bearer"; oauth4webapi lower-cases it. */
@@ -169,6 +210,30 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
     } catch (err) {
       throw toIdpError(err, operation, clock.now());
     }
+  };
+
+  /**
+   * The configuration a downstream's exchange runs with: the provider's, or (own token endpoint
+   * and/or own client) a copy of its metadata with those replaced. Built once per downstream.
+   */
+  const downstreamConfigurations = new Map<string, Promise<Configuration>>();
+  const downstreamConfiguration = (d: DownstreamConfig): Promise<Configuration> => {
+    if (d.token_endpoint === undefined && d.client_id === undefined) return getConfiguration();
+    let config = downstreamConfigurations.get(d.id);
+    if (config === undefined) {
+      const ownAuth = d.client_id === undefined ? clientAuth : options.downstreamAuth?.get(d.id);
+      if (ownAuth === undefined) {
+        throw new Error(`providers.${p.id}.downstreams.${d.id}: client authentication was not built`);
+      }
+      config = getConfiguration().then((base) => {
+        const metadata = { ...(base.serverMetadata() as ServerMetadata) };
+        if (d.token_endpoint !== undefined) metadata.token_endpoint = d.token_endpoint;
+        return configure(new Configuration(metadata, d.client_id ?? p.client_id, {}, ownAuth));
+      });
+      config.catch(() => downstreamConfigurations.delete(d.id));
+      downstreamConfigurations.set(d.id, config);
+    }
+    return config;
   };
 
   const toTokenSet = (response: TokenEndpointResponse, receivedAt: number): TokenSet => ({
@@ -356,6 +421,33 @@ export function createOidcClient(options: OidcClientOptions): IdpClient {
     async refresh(refreshToken: string, signal?: AbortSignal): Promise<TokenSet> {
       const response = await run('refresh_token', signal, (c) => refreshTokenGrant(c, refreshToken));
       return toTokenSet(response, clock.now());
+    },
+
+    downstreams: p.downstreams.map((d) => d.id),
+
+    async exchange(downstream: string, subjectToken: string, signal?: AbortSignal): Promise<ExchangedToken> {
+      const d = p.downstreams.find((candidate) => candidate.id === downstream);
+      if (d === undefined) throw new Error(`provider ${p.id} has no downstream ${downstream}`);
+      const config = await downstreamConfiguration(d);
+      const { grantType, parameters } = exchangeParameters(d, subjectToken);
+      const receivedAt = clock.now();
+      let response: TokenEndpointResponse;
+      try {
+        response = await callSignal.run(signal, () => genericGrantRequest(config, grantType, parameters));
+      } catch (err) {
+        throw toIdpError(err, 'token_exchange', clock.now());
+      }
+      const issued = (response as Readonly<Record<string, unknown>>).issued_token_type;
+      return {
+        accessToken: response.access_token,
+        tokenType: tokenType(response.token_type),
+        expiresAt: accessTokenExpiry(response, receivedAt, p.default_access_token_lifetime),
+        scopes:
+          typeof response.scope === 'string'
+            ? response.scope.split(' ').filter((scope) => scope !== '')
+            : undefined,
+        issuedTokenType: typeof issued === 'string' && issued !== '' ? issued : undefined,
+      };
     },
 
     async revoke(token, hint, signal) {

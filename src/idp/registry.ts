@@ -60,6 +60,9 @@ export async function createIdpRegistry(
         revocation_endpoint: p.revocation_endpoint,
         userinfo_endpoint: p.userinfo_endpoint,
         jwks_uri: p.jwks_uri,
+        ...Object.fromEntries(
+          p.downstreams.map((d) => [`downstreams.${d.id}.token_endpoint`, d.token_endpoint]),
+        ),
       });
     } catch (err) {
       throw err instanceof IdpConfigError ? err : new IdpConfigError((err as Error).message);
@@ -70,12 +73,35 @@ export async function createIdpRegistry(
     } catch (err) {
       throw new IdpConfigError((err as Error).message);
     }
+    // A downstream with its own client authenticates as that client (its secret or key).
+    const downstreamAuth = new Map<string, Awaited<ReturnType<typeof createClientAuth>>>();
+    for (const d of p.downstreams) {
+      if (d.client_id === undefined) continue;
+      try {
+        downstreamAuth.set(
+          d.id,
+          await createClientAuth(
+            {
+              id: `${p.id}.downstreams.${d.id}`,
+              client_auth: d.client_auth ?? 'client_secret_basic',
+              client_secret: d.client_secret,
+              private_key_file: d.private_key_file,
+              private_key_id: d.private_key_id,
+            },
+            readFile,
+          ),
+        );
+      } catch (err) {
+        throw new IdpConfigError((err as Error).message);
+      }
+    }
     clients.set(
       p.id,
       createOidcClient({
         provider: p,
         plan,
         clientAuth,
+        downstreamAuth,
         refreshSkewMs: config.refresh.skew,
         logger: options.logger,
         ...(options.clock ? { clock: options.clock } : {}),
