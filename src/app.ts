@@ -9,7 +9,8 @@ import type { BrokerMetrics } from './broker/metrics.js';
 import type { Config } from './config/load.js';
 import { createIdpRegistry } from './idp/registry.js';
 import type { Logger } from './logger.js';
-import { createStore, loadKeyRing } from './store/index.js';
+import { createStore, loadKeyRing, type KeyRing } from './store/index.js';
+import type { IdpRegistry } from './core/idp-client.js';
 import type { AuditLog } from './broker/audit.js';
 import { createAuditLog } from './server/security/audit.js';
 
@@ -29,17 +30,23 @@ export interface App {
 export interface AppOptions {
   /** Domain metrics hooks (src/server/metrics.ts); default: discard. */
   readonly metrics?: BrokerMetrics;
+  /**
+   * The key ring and IdP registry validateDeployment (src/deployment.ts) already built; default:
+   * built here.
+   */
+  readonly validated?: { readonly keyRing: KeyRing | undefined; readonly idps: IdpRegistry };
 }
 
 export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
-  const keyRing = loadKeyRing(config.store);
+  const keyRing = options.validated ? options.validated.keyRing : loadKeyRing(config.store);
   // DESIGN §3: no key at all means storage disabled, loudly.
   const storageEnabled = config.store.subject_tokens && keyRing !== undefined;
   if (config.store.subject_tokens && keyRing === undefined) {
     logger.warn('store.subject_tokens is on but no encryption key is configured: token storage is DISABLED');
   }
+  // Providers before the store: a bad provider must not leave a Redis connection open.
+  const idps = options.validated?.idps ?? (await createIdpRegistry(config, { logger }));
   const store = createStore(config.store, keyRing, logger);
-  const idps = await createIdpRegistry(config, { logger });
   const login = createLoginFlow({
     store,
     idps,

@@ -10,6 +10,8 @@ import { generateKey } from './cli/keygen.js';
 import { runRotateKeys } from './cli/rotate-keys.js';
 import { parseDuration } from './config/duration.js';
 import { ConfigError, loadConfig, maskConfig } from './config/load.js';
+import { validateDeployment } from './deployment.js';
+import { IdpConfigError } from './idp/registry.js';
 import { serve } from './main.js';
 
 interface Command {
@@ -38,12 +40,22 @@ const commands: Record<string, Command> = {
     summary: 'validate the configuration and print it, secrets masked',
     usage: `credbroker check-config [--config FILE]
 
-  Loads the configuration exactly as \`serve\` would, prints the effective settings as YAML
-  with every secret replaced by ***, and exits 0; exits 2 naming every invalid field.`,
+  Loads the configuration and runs every check \`serve\` runs before it listens (exposure, TLS
+  files, key ring, Redis password files, providers: src/deployment.ts), prints the effective
+  settings as YAML with every secret replaced by *** and any warning on stderr, and exits 0;
+  exits 2 naming every invalid field. Reads local files only: it contacts neither Redis nor an
+  identity provider.`,
     options: configOption,
     run: async (values) => {
       const config = loadConfig({ env, file: values.config as string | undefined });
+      const deployment = await validateDeployment(config);
       process.stdout.write(stringify(maskConfig(config)));
+      for (const warning of deployment.insecure) {
+        process.stderr.write(`credbroker check-config: warning: RUNNING INSECURE: ${warning}\n`);
+      }
+      for (const warning of deployment.warnings) {
+        process.stderr.write(`credbroker check-config: warning: ${warning}\n`);
+      }
       return 0;
     },
   },
@@ -112,6 +124,13 @@ const commands: Record<string, Command> = {
 
 class UsageError extends Error {}
 
+/** One problem: one line. Several: one line each under a heading. */
+function configErrorText(problems: readonly string[]): string {
+  return problems.length === 1
+    ? `invalid configuration: ${problems[0]}`
+    : `invalid configuration:\n  - ${problems.join('\n  - ')}`;
+}
+
 function mainUsage(): string {
   const width = Math.max(...Object.keys(commands).map((name) => name.length));
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
@@ -151,8 +170,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     return await command.run(values);
   } catch (err) {
+    // KeyRingError is a ConfigError; IdpConfigError only escapes a path that skipped
+    // validateDeployment. Either way: exit 2 naming the field, never a stack.
     if (err instanceof ConfigError) {
-      process.stderr.write(`credbroker ${name}: ${err.message}\n`);
+      process.stderr.write(`credbroker ${name}: ${configErrorText(err.problems)}\n`);
+      return 2;
+    }
+    if (err instanceof IdpConfigError) {
+      process.stderr.write(`credbroker ${name}: ${configErrorText([err.message])}\n`);
       return 2;
     }
     if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {

@@ -3,13 +3,12 @@
  * shut down gracefully and exit 0.
  */
 import { createApp } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config/load.js';
+import { loadConfig, type Config } from './config/load.js';
+import { validateDeployment } from './deployment.js';
 import { createLogger, type Logger } from './logger.js';
 import { routeGrpcLogs } from './server/grpc-logs.js';
 import { createMetrics, type MetricsHttpServer } from './server/metrics.js';
 import { startReadiness, type Readiness } from './server/readiness.js';
-import { checkExposure } from './server/security/exposure.js';
-import { createTlsCredentials } from './server/security/tls.js';
 import { BrokerServer, withPort } from './server/server.js';
 
 export interface Running {
@@ -22,27 +21,22 @@ export interface Running {
 
 /**
  * Starts the broker with an already-loaded configuration.
- * @throws ConfigError when the configuration would expose the API without caller authentication
- *   (see src/server/security/exposure.ts) or a TLS file does not load.
+ * @throws ConfigError (one line per problem, naming the field) when validateDeployment refuses the
+ *   configuration: exposure without caller authentication, TLS files, key ring, Redis password
+ *   files, a provider (src/deployment.ts) — the same checks `credbroker check-config` runs.
  */
 export async function startBroker(config: Config, logger: Logger): Promise<Running> {
-  const exposure = checkExposure(config);
-  if (exposure.problems.length > 0) throw new ConfigError(exposure.problems);
-  if (exposure.warnings.length > 0) {
+  const deployment = await validateDeployment(config, logger);
+  if (deployment.insecure.length > 0) {
     logger.warn(
-      { insecure: config.insecure, reasons: exposure.warnings },
-      `RUNNING INSECURE: ${exposure.warnings.join('; ')}`,
+      { insecure: config.insecure, reasons: deployment.insecure },
+      `RUNNING INSECURE: ${deployment.insecure.join('; ')}`,
     );
   }
-  let credentials;
-  try {
-    credentials = config.tls ? createTlsCredentials(config.tls, logger) : undefined;
-  } catch (err) {
-    throw new ConfigError([(err as Error).message]);
-  }
+  const { credentials } = deployment;
   routeGrpcLogs(logger);
   const metrics = createMetrics();
-  const app = await createApp(config, logger, { metrics: metrics.brokerMetrics });
+  const app = await createApp(config, logger, { metrics: metrics.brokerMetrics, validated: deployment });
   let readiness: Readiness | undefined;
   let metricsHttp: MetricsHttpServer | undefined;
   const server = new BrokerServer({
