@@ -1,8 +1,9 @@
 /**
  * The broker's gRPC server: the CredentialBroker API, grpc.health.v1 and (optionally) reflection
  * on the API port, plus a plaintext port that serves nothing but grpc.health.v1 for the kubelet's
- * gRPC probe (which cannot speak TLS). Owns the shutdown sequence: NOT_SERVING, stop accepting,
- * drain in-flight calls up to the grace period, force, then close resources.
+ * gRPC probe (which cannot speak TLS). Owns the shutdown sequence: NOT_SERVING (new calls are
+ * answered SHUTTING_DOWN), stop accepting, drain in-flight calls up to the grace period, force,
+ * then close resources.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Server, ServerCredentials, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
@@ -11,6 +12,7 @@ import type { AuditLog } from '../broker/audit.js';
 import type { Config } from '../config/load.js';
 import { CredentialBrokerService } from '../gen/credbroker/v1/broker.js';
 import type { Logger } from '../logger.js';
+import { BrokerError, ErrorReason } from '../core/errors.js';
 import { UNDECODABLE, type Authorizer, type CallObserver } from './call.js';
 import { createHealth, type Health } from './health.js';
 import { createReflection } from './reflection.js';
@@ -72,6 +74,30 @@ function tolerantDecoding<T extends ServiceDefinition>(definition: T): T {
   return Object.fromEntries(methods) as T;
 }
 
+/**
+ * After SIGTERM the API port stays open for `shutdown_delay` so endpoint controllers and load
+ * balancers can withdraw this replica; a call that still arrives in that window is answered
+ * UNAVAILABLE with ErrorInfo SHUTTING_DOWN and RetryInfo (the default back-off of ./errors.ts)
+ * before it is authenticated or validated, so the client retries — on another replica once its
+ * channel has moved — instead of starting work here that the drain could cut short. Calls
+ * already in flight are not affected. Once the drain begins, grpc-js refuses new calls itself
+ * (HTTP/2 GOAWAY), which clients also see as UNAVAILABLE.
+ *
+ * It wraps the authorizer because that is the first thing the call wrapper (./call.ts) runs for
+ * every call, valid or not, and its error is answered, logged, counted and audited like any other.
+ */
+function refusedWhileShuttingDown(health: Health, authorize: Authorizer): Authorizer {
+  return (rpc, call, provider) => {
+    if (health.shuttingDown) throw shuttingDown;
+    return authorize(rpc, call, provider);
+  };
+}
+
+const shuttingDown = new BrokerError(
+  ErrorReason.SHUTTING_DOWN,
+  'the broker is shutting down: retry the call (another replica will answer it)',
+);
+
 export class BrokerServer {
   readonly health: Health;
   private readonly api: Server;
@@ -103,13 +129,15 @@ export class BrokerServer {
         providers: { ids: config.providers.map((p) => p.id) },
         logger,
         observers: [...(options.observers ?? []), auditObserver(options.audit ?? createAuditLog(logger))],
-        authorize:
+        authorize: refusedWhileShuttingDown(
+          this.health,
           options.authorize ??
-          createAuthorizer({
-            callers: config.callers,
-            insecure: config.insecure,
-            tls: config.tls !== undefined,
-          }),
+            createAuthorizer({
+              callers: config.callers,
+              insecure: config.insecure,
+              tls: config.tls !== undefined,
+            }),
+        ),
       }),
     );
     this.health.implementation.addToServer(this.api);
@@ -140,7 +168,8 @@ export class BrokerServer {
   }
 
   /**
-   * Graceful shutdown; idempotent. Health goes NOT_SERVING at once; after `shutdown_delay` the
+   * Graceful shutdown; idempotent. Health goes NOT_SERVING at once and calls that arrive from
+   * then on are answered UNAVAILABLE / SHUTTING_DOWN with RetryInfo; after `shutdown_delay` the
    * server stops accepting calls and in-flight calls may finish until `shutdown_grace`, after
    * which they are cancelled. Resources are closed last.
    */
