@@ -52,24 +52,3 @@ export function every(clock: Clock, periodMs: number, fn: () => void): Timer {
     },
   };
 }
-
-/** A clock for tests: real time plus an offset that `advance` moves forward. */
-export interface FakeClock extends Clock {
-  /** Jumps `now()` forward by `ms` (tokens age instantly; timers are unaffected). */
-  advance(ms: number): void;
-}
-
-/**
- * A test clock that keeps flowing with real time (so deadlines and lease timers behave) and can
- * be jumped forward to age tokens without waiting.
- */
-export function createFakeClock(startMs: number = Date.now()): FakeClock {
-  let offset = startMs - Date.now();
-  return {
-    now: () => Date.now() + offset,
-    setTimer: systemClock.setTimer,
-    advance(ms: number) {
-      offset += ms;
-    },
-  };
-}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { CallContext } from '../../src/broker/api.js';
-import { createFakeClock, type FakeClock } from '../../src/core/clock.js';
+import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
 import type { AuditEntry } from '../../src/broker/audit.js';
 import { BrokerError, reauthRequired, type SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
@@ -145,7 +145,7 @@ describe('GetValidSubjectToken', () => {
 
   it('refreshes an expired token', async () => {
     await store.putToken(alice, loginRecord(clock), DAY);
-    clock.advance(61 * MIN);
+    await clock.advance(61 * MIN);
     const token = await get();
     assert.equal(token.source, 'REFRESHED');
     assert.equal(token.accessToken, 'at-new-1');
@@ -384,7 +384,7 @@ describe('GetValidSubjectToken', () => {
     await get(MIN, { ...ctx(), requestId: 'req-42', caller: 'orders' });
     idp.onRefresh = () =>
       Promise.reject(new IdpError('rejected', 'rejected', { oauthError: 'invalid_grant' }));
-    clock.advance(61 * MIN);
+    await clock.advance(61 * MIN);
     await rejection(get());
     assert.deepEqual(outcomes, ['corp:refreshed', 'corp:rejected']);
     assert.deepEqual(entries[0], {

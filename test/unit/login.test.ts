@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { CallContext, CompleteLoginInput } from '../../src/broker/api.js';
-import { systemClock } from '../../src/core/clock.js';
 import { BrokerError } from '../../src/core/errors.js';
 import { createLoginFlow, INVALID_IDP_RESPONSE, type LoginFlowOptions } from '../../src/broker/login.js';
 import {
@@ -17,6 +16,7 @@ import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
 import { captureLogs } from '../helpers/log-capture.js';
+import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
 
 const REDIRECT = 'https://app.example.com/cb';
 const OTHER_REDIRECT = 'https://app.example.com/other';
@@ -128,8 +128,7 @@ async function brokerError(promise: Promise<unknown>): Promise<BrokerError> {
 }
 
 describe('login flow (StartLogin, CompleteLogin)', () => {
-  let time: number;
-  const clock = { now: () => time, setTimer: systemClock.setTimer };
+  let clock: FakeClock;
   let logs: ReturnType<typeof captureLogs>;
   let ctx: CallContext;
   let store: TokenStore;
@@ -138,7 +137,7 @@ describe('login flow (StartLogin, CompleteLogin)', () => {
   let plain: FakeIdp;
 
   beforeEach(() => {
-    time = Date.UTC(2026, 0, 1);
+    clock = createFakeClock(Date.UTC(2026, 0, 1));
     logs = captureLogs();
     ctx = {
       deadline: Infinity,
@@ -191,7 +190,7 @@ describe('login flow (StartLogin, CompleteLogin)', () => {
       const { start } = await started();
       assert.ok(start.authorizationUrl.startsWith('https://idp.example.com/auth'));
       assert.match(start.state, /^[A-Za-z0-9_-]{43}$/);
-      assert.equal(start.expiresAt.getTime(), time + 10 * MINUTE);
+      assert.equal(start.expiresAt.getTime(), clock.now() + 10 * MINUTE);
       const request = corp.requests[0]!;
       assert.equal(request.state, start.state);
       assert.match(request.nonce, /^[A-Za-z0-9_-]{43}$/);
@@ -278,9 +277,9 @@ describe('login flow (StartLogin, CompleteLogin)', () => {
     it('keeps a record with a refresh token for store.max_record_ttl', async () => {
       const { input } = await started();
       await flow().completeLogin(input, ctx);
-      time += 30 * DAY - MINUTE;
+      await clock.advance(30 * DAY - MINUTE);
       assert.ok(await store.getToken({ provider: 'corp', userId: 'sub-alice' }));
-      time += 2 * MINUTE;
+      await clock.advance(2 * MINUTE);
       assert.equal(await store.getToken({ provider: 'corp', userId: 'sub-alice' }), undefined);
     });
 
@@ -288,9 +287,9 @@ describe('login flow (StartLogin, CompleteLogin)', () => {
       corp.issueRefreshToken = false;
       const { input } = await started();
       await flow().completeLogin(input, ctx);
-      time += 3600_000 - 1000;
+      await clock.advance(3600_000 - 1000);
       assert.ok(await store.getToken({ provider: 'corp', userId: 'sub-alice' }));
-      time += 2000;
+      await clock.advance(2000);
       assert.equal(await store.getToken({ provider: 'corp', userId: 'sub-alice' }), undefined);
     });
 
@@ -313,7 +312,7 @@ describe('login flow (StartLogin, CompleteLogin)', () => {
 
     it('answers LOGIN_STATE_INVALID for an expired or unknown state', async () => {
       const { input } = await started();
-      time += 10 * MINUTE + 1;
+      await clock.advance(10 * MINUTE + 1);
       assert.equal((await brokerError(flow().completeLogin(input, ctx))).reason, 'LOGIN_STATE_INVALID');
       const unknown = { ...input, state: randomBytes(32).toString('base64url') };
       assert.equal((await brokerError(flow().completeLogin(unknown, ctx))).reason, 'LOGIN_STATE_INVALID');

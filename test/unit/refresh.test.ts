@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { CallContext, GetTokenResult } from '../../src/broker/api.js';
-import { createFakeClock, type FakeClock } from '../../src/core/clock.js';
 import type { SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { noopBrokerMetrics, type BrokerMetrics } from '../../src/broker/metrics.js';
@@ -12,10 +10,11 @@ import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { NewTokenRecord, TokenStore } from '../../src/core/token-store.js';
 import { brokerError, callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
+import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
 
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
 
-/** A plain IdpClient: each refresh waits `delayMs` (real time), then issues numbered tokens. */
+/** A plain IdpClient: each refresh waits `delayMs` (on the clock), then issues numbered tokens. */
 interface FakeIdp {
   readonly refreshed: string[];
   delayMs: number;
@@ -32,7 +31,7 @@ function fakeIdp(clock: FakeClock): FakeIdp {
       skewMs: MIN,
       refresh: async (refreshToken: string): Promise<TokenSet> => {
         fake.refreshed.push(refreshToken);
-        await sleep(fake.delayMs);
+        await clock.sleep(fake.delayMs);
         issued += 1;
         return {
           accessToken: `at-${issued}`,
@@ -100,7 +99,7 @@ describe('Refresh under the per-user lock', () => {
     idp.delayMs = 20;
     let coalesced = 0;
     const service = replica(1000, { ...noopBrokerMetrics, coalescedWaiter: () => (coalesced += 1) });
-    const results = await Promise.all(Array.from({ length: 200 }, () => get(service, ctx(clock))));
+    const results = await clock.run(Promise.all(Array.from({ length: 200 }, () => get(service, ctx(clock)))));
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.deepEqual(new Set(results.map((r) => r.accessToken)), new Set(['at-1']));
     assert.ok(results.every((r) => r.source === 'REFRESHED'));
@@ -111,8 +110,8 @@ describe('Refresh under the per-user lock', () => {
   it('refreshes once for concurrent callers spread over replicas sharing a store', async () => {
     idp.delayMs = 30;
     const replicas = [replica(), replica(), replica(), replica()];
-    const results = await Promise.all(
-      Array.from({ length: 200 }, (_, i) => get(replicas[i % replicas.length]!, ctx(clock))),
+    const results = await clock.run(
+      Promise.all(Array.from({ length: 200 }, (_, i) => get(replicas[i % replicas.length]!, ctx(clock)))),
     );
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.deepEqual(new Set(results.map((r) => r.accessToken)), new Set(['at-1']));
@@ -125,7 +124,7 @@ describe('Refresh under the per-user lock', () => {
     const calls = users.flatMap((user) =>
       Array.from({ length: 10 }, (_, i) => get(replicas[i % 2]!, ctx(clock), user)),
     );
-    const results = await Promise.all(calls);
+    const results = await clock.run(Promise.all(calls));
     assert.equal(idp.refreshed.length, 20);
     for (let u = 0; u < users.length; u++) {
       const tokens = new Set(results.slice(u * 10, u * 10 + 10).map((r) => r.accessToken));
@@ -138,9 +137,9 @@ describe('Refresh under the per-user lock', () => {
     const first = replica(300);
     const second = replica(300);
     const leader = get(first, ctx(clock));
-    await sleep(400); // past the first lease: only renewal keeps the second replica out
+    await clock.advance(400); // past the first lease: only renewal keeps the second replica out
     const follower = get(second, ctx(clock));
-    const [a, b] = await Promise.all([leader, follower]);
+    const [a, b] = await clock.run(Promise.all([leader, follower]));
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.equal(a.accessToken, 'at-1');
     assert.equal(b.accessToken, 'at-1');
@@ -150,21 +149,23 @@ describe('Refresh under the per-user lock', () => {
     idp.delayMs = 1000;
     const service = replica();
     const patient = get(service, ctx(clock, 5000));
-    const hurried = await brokerError(get(service, ctx(clock, 100)));
+    const started = clock.now();
+    const hurried = await brokerError(clock.run(get(service, ctx(clock, 100))));
+    assert.ok(clock.now() - started < 100, 'it answered before its deadline');
     assert.equal(hurried.reason, 'REFRESH_IN_PROGRESS');
     assert.deepEqual(hurried.metadata, { provider: 'corp', userId: 'alice' });
     // It gave up while the refresh was still in flight, not when the leader finished.
     assert.equal((await store.getToken(alice))?.accessToken, 'at-0');
-    assert.equal((await patient).accessToken, 'at-1');
+    assert.equal((await clock.run(patient)).accessToken, 'at-1');
     assert.deepEqual(idp.refreshed, ['rt-0']);
   });
 
   it('gives the leader REFRESH_IN_PROGRESS too when its deadline is shorter than the IdP call', async () => {
     idp.delayMs = 200;
     const service = replica();
-    const err = await brokerError(get(service, ctx(clock, 80)));
+    const err = await brokerError(clock.run(get(service, ctx(clock, 80))));
     assert.equal(err.reason, 'REFRESH_IN_PROGRESS');
-    await service.idle();
+    await clock.run(service.idle());
     // The refresh was not abandoned: its result is stored for the next caller.
     assert.equal((await store.getToken(alice))?.accessToken, 'at-1');
   });
@@ -172,7 +173,7 @@ describe('Refresh under the per-user lock', () => {
   it('answers REFRESH_IN_PROGRESS when another replica holds the lock past the deadline', async () => {
     const owner = await store.acquireLock(alice, 5000);
     assert.ok(owner);
-    const err = await brokerError(get(replica(5000), ctx(clock, 150)));
+    const err = await brokerError(clock.run(get(replica(5000), ctx(clock, 150))));
     assert.equal(err.reason, 'REFRESH_IN_PROGRESS');
     assert.deepEqual(idp.refreshed, []);
   });
@@ -182,31 +183,32 @@ describe('Refresh under the per-user lock', () => {
     assert.ok(owner);
     const controller = new AbortController();
     const pending = get(replica(5000), ctx(clock, Infinity, controller.signal));
-    setTimeout(() => controller.abort(), 30);
+    await clock.advance(30);
+    controller.abort();
     assert.equal((await brokerError(pending)).reason, 'REFRESH_IN_PROGRESS');
   });
 
   it('refreshes within a lease after the lock holder died', async () => {
     const lease = 500;
     assert.ok(await store.acquireLock(alice, lease)); // a replica that took the lock and died
-    const started = Date.now();
-    const token = await get(replica(lease), ctx(clock, 5000));
-    const waited = Date.now() - started;
+    const started = clock.now();
+    const token = await clock.run(get(replica(lease), ctx(clock, 5000)));
+    const waited = clock.now() - started;
     assert.equal(token.source, 'REFRESHED');
     assert.deepEqual(idp.refreshed, ['rt-0']);
-    assert.ok(waited < 2 * lease, `waited ${waited} ms for a ${lease} ms lease`);
+    assert.equal(waited, lease, 'it took the lock the moment the lease ran out');
   });
 
   it('returns a peer refresh it waited for without calling the IdP itself', async () => {
     const owner = await store.acquireLock(alice, 5000);
     assert.ok(owner);
     const pending = get(replica(5000), ctx(clock, 5000));
-    await sleep(20);
+    await clock.advance(20);
     const current = await store.getToken(alice);
     const fresh = { ...expiredRecord(clock), accessToken: 'at-peer', expiresAt: clock.now() + 60 * MIN };
     assert.ok(await store.putTokenFenced(alice, owner, current!.generation, fresh, DAY));
     assert.ok(await store.releaseLock(alice, owner));
-    const token: GetTokenResult = await pending;
+    const token: GetTokenResult = await clock.run(pending);
     assert.equal(token.accessToken, 'at-peer');
     assert.equal(token.source, 'REFRESHED');
     assert.deepEqual(idp.refreshed, []);
@@ -220,7 +222,7 @@ describe('Refresh under the per-user lock', () => {
     stalled.renewLock = () => Promise.resolve(false);
     store = stalled;
     const service = replica(100, { ...noopBrokerMetrics, refresh: (_p, outcome) => outcomes.push(outcome) });
-    const token = await get(service, ctx(clock));
+    const token = await clock.run(get(service, ctx(clock)));
     assert.equal(token.accessToken, 'at-1');
     assert.deepEqual(outcomes, ['refreshed']);
     const saved = await store.getToken(alice);
@@ -230,9 +232,9 @@ describe('Refresh under the per-user lock', () => {
 
   it('releases the lock after refreshing, so the next expiry refreshes again at once', async () => {
     const service = replica();
-    await get(service, ctx(clock));
-    clock.advance(61 * MIN);
-    const token = await get(service, ctx(clock, 1000));
+    await clock.run(get(service, ctx(clock)));
+    await clock.advance(61 * MIN);
+    const token = await clock.run(get(service, ctx(clock, 1000)));
     assert.equal(token.accessToken, 'at-2');
     assert.deepEqual(idp.refreshed, ['rt-0', 'rt-1']);
   });

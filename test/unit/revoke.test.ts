@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { CallContext } from '../../src/broker/api.js';
-import { createFakeClock, type FakeClock } from '../../src/core/clock.js';
+import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
 import { BrokerError, reauthRequired, type SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import type { IdpClient, TokenSet } from '../../src/core/idp-client.js';

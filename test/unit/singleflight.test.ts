@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { createSingleflight } from '../../src/broker/singleflight.js';
+import { createSingleflight, DEADLINE_HEADROOM_MS, waitWithin } from '../../src/broker/singleflight.js';
+import { createFakeClock } from '../helpers/fake-clock.js';
 
 function deferred<T>() {
   let resolve!: (value: T) => void;
@@ -79,8 +80,10 @@ describe('Singleflight', () => {
         () => null,
         () => Promise.reject(new Error('nobody listens')),
       );
-      // No idle() here: awaiting it would handle the rejection itself.
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      // No idle() here: awaiting it would handle the rejection itself. Unhandled rejections are
+      // reported once the microtask queue drains, before the next turn of the event loop.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
       assert.equal(flights.size, 0);
       assert.deepEqual(unhandled, []);
     } finally {
@@ -104,5 +107,37 @@ describe('Singleflight', () => {
     gate.reject(new Error('failed'));
     await waiting;
     assert.equal(flights.size, 0);
+  });
+});
+
+describe('waitWithin', () => {
+  const giveUp = () => new Error('gave up');
+
+  it("gives up at the caller's deadline less the headroom, on the clock's time, and leaves no timer", async () => {
+    const clock = createFakeClock(0);
+    const flight = deferred<string>();
+    const waiting = waitWithin(flight.promise, 1_000, new AbortController().signal, clock, giveUp);
+    await clock.advance(1_000 - DEADLINE_HEADROOM_MS - 1);
+    let outcome: unknown;
+    waiting.catch((err: unknown) => (outcome = err));
+    await clock.settle();
+    assert.equal(outcome, undefined, 'still waiting one ms before the headroom');
+    await clock.advance(1);
+    assert.match(String(outcome), /gave up/);
+    assert.equal(clock.pending, 0);
+  });
+
+  it('returns the result, or gives up on abort, and cancels its timer either way', async () => {
+    const clock = createFakeClock(0);
+    const flight = deferred<string>();
+    const won = waitWithin(flight.promise, 1_000, new AbortController().signal, clock, giveUp);
+    flight.resolve('ok');
+    assert.equal(await won, 'ok');
+    const controller = new AbortController();
+    const aborted = waitWithin(deferred<string>().promise, 1_000, controller.signal, clock, giveUp);
+    controller.abort();
+    await assert.rejects(aborted, /gave up/);
+    assert.equal(clock.pending, 0);
+    assert.equal(clock.now(), 0);
   });
 });

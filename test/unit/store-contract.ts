@@ -2,11 +2,15 @@
  * The one TokenStore contract suite (DESIGN §3, issue 3 "Done when"), run against the memory
  * store (test/unit/store-memory.test.ts), a real redis-server and a real three-node Redis
  * Cluster (test/integration/store-redis.test.ts). Backend-specific checks (raw key access, PTTL)
- * run only where the harness provides `raw`.
+ * run only where the harness provides `raw`. Time goes through `ContractTime`: the memory store
+ * runs on a virtual clock (exact, instant), Redis on real time with short leases and waits that
+ * poll for the outcome instead of sleeping a fixed amount.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { FakeClock } from '../helpers/fake-clock.js';
+import { waitUntil } from '../helpers/wait.js';
 import { isBrokerError } from '../../src/core/errors.js';
 import { createKeyRing, type KeyRing } from '../../src/store/key-ring.js';
 import type { SubjectRef } from '../../src/core/errors.js';
@@ -23,8 +27,53 @@ export interface RawAccess {
   copyToken(from: SubjectRef, to: SubjectRef): Promise<void>;
 }
 
+/** How time passes for the store under test. */
+export interface ContractTime {
+  /** Milliseconds, for measuring how long a wait took. */
+  now(): number;
+  /** Lets `ms` pass: only where the test checks that nothing happens in that time. */
+  pass(ms: number): Promise<void>;
+  /** Awaits `promise`, letting time pass for the timers it waits on. */
+  run<T>(promise: Promise<T>): Promise<T>;
+  /**
+   * Resolves once `predicate` holds, which the contract says happens `ms` from now: checked at
+   * once and then every few ms of (virtual) time; fails after `ms` (virtual) or a generous bound
+   * above it (real time, where a loaded machine may be late).
+   */
+  until(ms: number, predicate: () => Promise<boolean>, what: string): Promise<void>;
+}
+
+/** Real time, for stores whose TTLs and leases run in a real backend. */
+export const realTime: ContractTime = {
+  now: () => performance.now(),
+  pass: (ms) => sleep(ms),
+  run: (promise) => promise,
+  until: (ms, predicate, what) => waitUntil(predicate, { timeoutMs: 2 * ms + 2_000, what }),
+};
+
+/** Step of `until` on a virtual clock. */
+const VIRTUAL_POLL_MS = 10;
+
+/** Virtual time on `clock`: waits are exact and take no real time. */
+export function virtualTime(clock: FakeClock): ContractTime {
+  return {
+    now: () => clock.now(),
+    pass: (ms) => clock.advance(ms),
+    run: (promise) => clock.run(promise),
+    async until(ms, predicate, what) {
+      const deadline = clock.now() + ms;
+      while (!(await predicate())) {
+        if (clock.now() >= deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+        await clock.advance(Math.min(VIRTUAL_POLL_MS, deadline - clock.now()));
+      }
+    },
+  };
+}
+
 export interface StoreHarness {
   readonly store: TokenStore;
+  /** Default real time. */
+  readonly time?: ContractTime;
   /** Present when the suite is registered with `raw: true`. */
   readonly raw?: RawAccess;
   /** The same backend opened with another key ring (e.g. after rotation). */
@@ -110,10 +159,12 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
   describe(`TokenStore contract: ${name}`, function () {
     let h: StoreHarness;
     let store: TokenStore;
+    let time: ContractTime;
     before(async function () {
       this.timeout(60_000);
       h = await setup();
       store = h.store;
+      time = h.time ?? realTime;
     });
     after(async function () {
       this.timeout(30_000);
@@ -153,10 +204,9 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
 
       it('expires a record after its TTL', async () => {
         const ref = freshRef();
-        await store.putToken(ref, sampleRecord(), 500);
+        await store.putToken(ref, sampleRecord(), 300);
         assert.ok(await store.getToken(ref));
-        await sleep(800);
-        assert.equal(await store.getToken(ref), undefined);
+        await time.until(300, async () => (await store.getToken(ref)) === undefined, 'the record to expire');
       });
 
       it('deletes only the expected generation with deleteTokenIfGeneration', async () => {
@@ -224,11 +274,9 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         try {
           assert.equal((await rotated.getToken(ref))?.generation, g);
           // Re-sealed in the background: then only k2 opens it, and nothing else changed.
-          for (let i = 0; i < 100; i++) {
-            const read = await onlyK2.getToken(ref).catch(() => undefined);
-            if (read !== undefined) break;
-            await sleep(20);
-          }
+          await waitUntil(async () => (await onlyK2.getToken(ref).catch(() => undefined)) !== undefined, {
+            what: 'the background re-seal',
+          });
           assert.equal((await onlyK2.getToken(ref))?.generation, g);
           await assertRejectsWith(store.getToken(ref), 'REAUTH_REQUIRED', 'UNDECRYPTABLE');
         } finally {
@@ -273,8 +321,12 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         const g = await store.putToken(ref, sampleRecord(), HOUR);
         const owner = await store.acquireLock(ref, 100);
         assert.ok(owner);
-        await sleep(200);
-        const thief = await store.acquireLock(ref, 5_000);
+        let thief: string | undefined;
+        await time.until(
+          100,
+          async () => (thief = await store.acquireLock(ref, 5_000)) !== undefined,
+          'the lease to run out',
+        );
         assert.ok(thief);
         assert.equal(await store.putTokenFenced(ref, owner, g, sampleRecord(), HOUR), false);
         assert.equal((await store.getToken(ref))?.generation, g);
@@ -327,7 +379,8 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         const state = `state-${randomBytes(8).toString('hex')}`;
         await store.putLoginState(state, loginState, 80);
         assert.equal(await store.consumeLoginState(`${state}x`), undefined);
-        await sleep(200);
+        // Consuming is the only read, so wait a fixed time past the TTL (longer is still correct).
+        await time.pass(100);
         assert.equal(await store.consumeLoginState(state), undefined);
       });
     });
@@ -354,14 +407,18 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         const ref = freshRef();
         const owner = await store.acquireLock(ref, 400);
         assert.ok(owner);
-        await sleep(100);
+        await time.pass(50);
         assert.equal(await store.renewLock(ref, owner, 1_000), true);
-        await sleep(500);
+        await time.pass(500); // past the first lease, well within the renewed one
         assert.equal(await store.acquireLock(ref, 5_000), undefined, 'the renewed lease still holds');
-        await sleep(700);
-        assert.equal(await store.renewLock(ref, owner, 5_000), false);
-        const next = await store.acquireLock(ref, 5_000);
+        let next: string | undefined;
+        await time.until(
+          500,
+          async () => (next = await store.acquireLock(ref, 5_000)) !== undefined,
+          'the renewed lease to run out',
+        );
         assert.ok(next, 'the expired lease let a new owner in');
+        assert.equal(await store.renewLock(ref, owner, 5_000), false);
         await store.releaseLock(ref, next);
       });
 
@@ -371,31 +428,33 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         assert.ok(owner);
         let wokeAt = 0;
         const waiting = store.waitForUnlock(ref, 5_000).then(() => {
-          wokeAt = performance.now();
+          wokeAt = time.now();
         });
-        await sleep(150);
+        await time.pass(150);
         assert.equal(wokeAt, 0, 'woke before the release');
-        const releasedAt = performance.now();
+        const releasedAt = time.now();
         await store.releaseLock(ref, owner);
-        await waiting;
+        await time.run(waiting);
         assert.ok(wokeAt - releasedAt < 50, `woke ${Math.round(wokeAt - releasedAt)} ms after the release`);
       });
 
       it('returns at once when the lock is free, at the timeout when never released, and on abort', async () => {
         const ref = freshRef();
-        let t = performance.now();
-        await store.waitForUnlock(ref, 5_000);
-        assert.ok(performance.now() - t < 1_000);
+        let t = time.now();
+        await time.run(store.waitForUnlock(ref, 5_000));
+        assert.ok(time.now() - t < 1_000);
         const owner = await store.acquireLock(ref, 10_000);
         assert.ok(owner);
-        t = performance.now();
-        await store.waitForUnlock(ref, 100);
-        assert.ok(performance.now() - t >= 90);
+        t = time.now();
+        await time.run(store.waitForUnlock(ref, 100));
+        assert.ok(time.now() - t >= 90);
         const ac = new AbortController();
-        setTimeout(() => ac.abort(), 50);
-        t = performance.now();
-        await store.waitForUnlock(ref, 5_000, ac.signal);
-        assert.ok(performance.now() - t < 1_000);
+        t = time.now();
+        const aborted = store.waitForUnlock(ref, 5_000, ac.signal);
+        await time.pass(50);
+        ac.abort();
+        await time.run(aborted);
+        assert.ok(time.now() - t < 1_000);
         await store.releaseLock(ref, owner);
       });
 
