@@ -63,6 +63,9 @@ const ENV: Record<string, { path: readonly string[]; kind: Kind }> = {
   CREDBROKER_STORE_PROBE_INTERVAL: { path: ['store', 'probe_interval'], kind: 'string' },
   CREDBROKER_STORE_MAX_RECORD_TTL: { path: ['store', 'max_record_ttl'], kind: 'string' },
   CREDBROKER_STORE_LOGIN_STATE_TTL: { path: ['store', 'login_state_ttl'], kind: 'string' },
+  CREDBROKER_STORE_CACHE: { path: ['store', 'cache', 'enabled'], kind: 'boolean' },
+  CREDBROKER_STORE_CACHE_MAX_ENTRIES: { path: ['store', 'cache', 'max_entries'], kind: 'integer' },
+  CREDBROKER_STORE_CACHE_HEARTBEAT: { path: ['store', 'cache', 'heartbeat'], kind: 'string' },
   CREDBROKER_REFRESH_SKEW: { path: ['refresh', 'skew'], kind: 'string' },
   CREDBROKER_REFRESH_LOCK_LEASE: { path: ['refresh', 'lock_lease'], kind: 'string' },
 };

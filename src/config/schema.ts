@@ -30,6 +30,16 @@ export const DEFAULT_LOGIN_STATE_TTL = '10m';
 export const DEFAULT_STORE_COMMAND_TIMEOUT = '1s';
 /** How often readiness probes the store. */
 export const DEFAULT_STORE_PROBE_INTERVAL = '2s';
+/**
+ * Records the Redis store's process-local cache keeps (LRU). A record is a few KiB (access,
+ * refresh and ID token): 10,000 is tens of MiB at most, and covers a replica's active users.
+ */
+export const DEFAULT_STORE_CACHE_MAX_ENTRIES = 10_000;
+/**
+ * Liveness PING on each cache invalidation link: a replica cut off from Redis without a TCP
+ * error stops serving from its cache within this plus store.command_timeout.
+ */
+export const DEFAULT_STORE_CACHE_HEARTBEAT = '1s';
 /** IdP calls are bounded; the refresh lock's lease is renewed meanwhile. */
 export const DEFAULT_IDP_TIMEOUT = '10s';
 /**
@@ -270,6 +280,15 @@ const sentinelSchema = z.strictObject({
   password_file: z.string().min(1).optional(),
 });
 
+/** The Redis store's record cache (src/store/record-cache.ts); unused by the memory store. */
+const storeCacheSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  max_entries: z.number().int().min(1).max(10_000_000).default(DEFAULT_STORE_CACHE_MAX_ENTRIES),
+  heartbeat: duration
+    .refine((ms) => ms >= 10, { message: 'must be at least 10ms' })
+    .prefault(DEFAULT_STORE_CACHE_HEARTBEAT),
+});
+
 const storeSchema = z
   .strictObject({
     subject_tokens: z.boolean().default(false),
@@ -284,6 +303,7 @@ const storeSchema = z
     probe_interval: duration.prefault(DEFAULT_STORE_PROBE_INTERVAL),
     max_record_ttl: duration.prefault(DEFAULT_MAX_RECORD_TTL),
     login_state_ttl: duration.prefault(DEFAULT_LOGIN_STATE_TTL),
+    cache: storeCacheSchema.prefault({}),
   })
   .refine(
     (s) => [s.redis_url, s.redis_cluster, s.redis_sentinel].filter((v) => v !== undefined).length <= 1,

@@ -28,5 +28,12 @@ export function createStore(config: StoreConfig, keyRing: KeyRing | undefined, l
     return createMemoryStore({ keyRing });
   }
   logger.info({ store: connections.kind }, 'using Redis for tokens, locks and login state');
-  return createRedisStore({ connections, keyRing, commandTimeoutMs: config.command_timeout, logger });
+  const { cache } = config;
+  return createRedisStore({
+    connections,
+    keyRing,
+    commandTimeoutMs: config.command_timeout,
+    ...(cache.enabled ? { cache: { maxEntries: cache.max_entries, heartbeatMs: cache.heartbeat } } : {}),
+    logger,
+  });
 }

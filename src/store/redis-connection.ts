@@ -38,7 +38,13 @@ export interface NodeAddress {
 }
 
 /** Tracking connections: their commands run only once connected ('ready'), in subscriber mode after. */
-const TRACKING: RedisOptions = { enableOfflineQueue: false, autoResubscribe: false, lazyConnect: false };
+const TRACKING: RedisOptions = {
+  enableOfflineQueue: false,
+  autoResubscribe: false,
+  lazyConnect: false,
+  // Named in CLIENT LIST, for operators (and the tests that kill it).
+  connectionName: 'credbroker-invalidation',
+};
 
 /** A password file's content, trimmed. @throws ConfigError naming `field` when it cannot be read */
 export function readPassword(field: string, path: string | undefined): string | undefined {

@@ -64,6 +64,16 @@ redis.call('SET', KEYS[2], last, 'PX', ARGV[1])
 return 1
 `;
 
+/**
+ * Read for the record cache. KEYS: token. Returns {g, v, pttl}, or nil when there is no record:
+ * the TTL bounds how long the cache may serve the entry, in one round trip and one timer.
+ */
+export const READ = `
+local r = redis.call('HMGET', KEYS[1], 'g', 'v')
+if not r[1] or not r[2] then return false end
+return {r[1], r[2], redis.call('PTTL', KEYS[1])}
+`;
+
 /** Compare-and-delete. KEYS: lock. ARGV: owner. */
 export const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -96,6 +106,7 @@ export const scripts = {
   cbRelease: { numberOfKeys: 1, lua: RELEASE },
   cbRenew: { numberOfKeys: 1, lua: RENEW },
   cbReseal: { numberOfKeys: 1, lua: RESEAL },
+  cbRead: { numberOfKeys: 1, lua: READ },
 } as const;
 
 type Arg = string | number | Buffer;
@@ -108,4 +119,6 @@ export interface ScriptCommands {
   cbRelease(lock: string, owner: string): Promise<number>;
   cbRenew(lock: string, owner: string, leaseMs: number): Promise<number>;
   cbReseal(token: string, expectedGeneration: number, sealed: Buffer): Promise<number>;
+  /** READ with bulk strings as Buffers. */
+  cbReadBuffer(token: string): Promise<[Buffer, Buffer, number] | null>;
 }

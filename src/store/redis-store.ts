@@ -6,12 +6,20 @@
  *
  * Every Redis failure — refused, timed out, cluster down — surfaces as BrokerError
  * STORE_UNAVAILABLE within `commandTimeoutMs`; the connections keep reconnecting on their own.
+ *
+ * Opened records are cached in process (./record-cache.ts) while the invalidation link
+ * (./invalidation.ts) is up: every change in Redis, by any replica, drops the entry. This
+ * process's own writes drop theirs as soon as they return, and taking a lock or waking from a
+ * wait for one drops the user's entry too: the domain re-reads after those to see a peer's
+ * refresh, which must not depend on the invalidation arriving first.
  */
 import { randomUUID } from 'node:crypto';
 import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../core/errors.js';
 import type { Logger } from '../logger.js';
+import { startInvalidation, type InvalidationLink } from './invalidation.js';
 import type { KeyRing } from './key-ring.js';
 import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey, unlockChannel } from './keys.js';
+import { createRecordCache, type RecordCache, type RecordCacheStats } from './record-cache.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { RedisClient, RedisConnections } from './redis-connection.js';
 import { scripts, type ScriptCommands } from './redis-scripts.js';
@@ -31,12 +39,31 @@ export interface RedisStoreOptions {
   readonly keyRing: KeyRing | undefined;
   /** Every operation fails with STORE_UNAVAILABLE after this long. */
   readonly commandTimeoutMs: number;
+  /** The record cache; undefined: off (every read goes to Redis). */
+  readonly cache?: RecordCacheOptions | undefined;
   readonly logger?: Logger | undefined;
+}
+
+export interface RecordCacheOptions {
+  /** Entries kept at most (LRU). */
+  readonly maxEntries: number;
+  /** Liveness PING interval on the invalidation link(s), ms. */
+  readonly heartbeatMs: number;
 }
 
 export interface RedisTokenStore extends TokenStore {
   /** The command connection, for operator tools (rotate-keys). */
   readonly client: RedisClient;
+  /** The record cache and its invalidation link; undefined when the cache is off. */
+  readonly cache: StoreCache | undefined;
+}
+
+export interface StoreCache {
+  /** Serving and filling: the invalidation link is up. */
+  readonly active: boolean;
+  stats(): RecordCacheStats;
+  /** The invalidation link's connections (tests kill them to prove the cache is dropped). */
+  linkConnections(): readonly RedisClient[];
 }
 
 export function storeUnavailable(cause: unknown): BrokerError {
@@ -79,6 +106,9 @@ interface StoreContext {
   subscriber: RedisClient | undefined;
   readonly waiters: Map<string, Set<() => void>>;
   readonly subscribed: Map<string, Promise<unknown>>;
+  /** Opened records by token key; undefined when the cache is off. */
+  readonly cache: RecordCache<TokenRecord> | undefined;
+  invalidation: InvalidationLink | undefined;
 }
 
 function createContext(options: RedisStoreOptions): StoreContext {
@@ -103,6 +133,10 @@ function createContext(options: RedisStoreOptions): StoreContext {
     subscriber: undefined,
     waiters: new Map(),
     subscribed: new Map(),
+    cache: options.cache
+      ? createRecordCache<TokenRecord>({ maxEntries: options.cache.maxEntries })
+      : undefined,
+    invalidation: undefined,
   };
   return ctx;
 }
@@ -183,19 +217,76 @@ function unsubscribe(ctx: StoreContext, channel: string): void {
 
 async function getToken(ctx: StoreContext, ref: SubjectRef): Promise<TokenRecord | undefined> {
   const r = ring(ctx, ref);
-  const [g, v] = await run(ctx, () => ctx.redis.hmgetBuffer(tokenKey(ref), 'g', 'v'));
+  const key = tokenKey(ref);
+  const cache = ctx.cache;
+  if (cache?.active) {
+    const hit = cache.get(key);
+    if (hit !== undefined) return hit;
+    return readThrough(ctx, cache, r, ref, key);
+  }
+  const [g, v] = await run(ctx, () => ctx.redis.hmgetBuffer(key, 'g', 'v'));
   if (!v) return undefined;
-  const { record, keyId } = openRecord(r, ref, v, g ? Number(g.toString()) : undefined);
+  return open(ctx, r, ref, v, g ? Number(g.toString()) : undefined);
+}
+
+/** A cache miss: reads record and TTL in one script call and fills the cache unless overtaken. */
+async function readThrough(
+  ctx: StoreContext,
+  cache: RecordCache<TokenRecord>,
+  r: KeyRing,
+  ref: SubjectRef,
+  key: string,
+): Promise<TokenRecord | undefined> {
+  const ticket = cache.begin(key);
+  let record: TokenRecord | undefined;
+  let deadline = 0;
+  try {
+    const read = await run(ctx, () => ctx.redis.cbReadBuffer(key));
+    if (read === null) return undefined;
+    const [g, v, pttl] = read;
+    const readAt = Date.now();
+    record = open(ctx, r, ref, v, Number(g.toString()));
+    // No TTL (-1) never happens for a record this store wrote; serve it until invalidated.
+    deadline = pttl >= 0 ? readAt + pttl : Number.POSITIVE_INFINITY;
+    return record;
+  } finally {
+    if (record === undefined) cache.abandon(ticket);
+    else cache.fill(ticket, record, deadline);
+  }
+}
+
+/** Opens a sealed record; one read under an old key is re-sealed under the active one. */
+function open(
+  ctx: StoreContext,
+  r: KeyRing,
+  ref: SubjectRef,
+  sealed: Buffer,
+  generation: number | undefined,
+): TokenRecord {
+  const { record, keyId } = openRecord(r, ref, sealed, generation);
   if (keyId !== r.active.id) {
     // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
     // (same generation and TTL; a write in between wins). In the background and best-effort:
     // the read has succeeded and does not wait for it.
-    const sealed = sealRecord(r.active, ref, record);
-    void run(ctx, () => ctx.redis.cbReseal(tokenKey(ref), record.generation, sealed)).catch((err: unknown) =>
-      ctx.logger?.debug({ err }, 're-sealing a record under the active key failed'),
+    const resealed = sealRecord(r.active, ref, record);
+    void run(ctx, () => ctx.redis.cbReseal(tokenKey(ref), record.generation, resealed)).catch(
+      (err: unknown) => ctx.logger?.debug({ err }, 're-sealing a record under the active key failed'),
     );
   }
   return record;
+}
+
+/**
+ * Runs a write of `ref`'s record — or a lock step after which the domain re-reads it — and
+ * drops this process's cache entry once it has returned (or failed: the outcome is then
+ * unknown). Reads in flight meanwhile do not fill the cache.
+ */
+async function thenForget<T>(ctx: StoreContext, ref: SubjectRef, op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } finally {
+    ctx.cache?.invalidate(tokenKey(ref));
+  }
 }
 
 async function putToken(
@@ -345,6 +436,7 @@ function waitForUnlock(
 async function close(ctx: StoreContext): Promise<void> {
   if (ctx.closed) return;
   ctx.closed = true;
+  await ctx.invalidation?.close();
   for (const set of [...ctx.waiters.values()]) for (const wake of [...set]) wake();
   const clients = [ctx.connections.client, ...(ctx.subscriber ? [ctx.subscriber] : [])];
   await Promise.all(
@@ -366,22 +458,46 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
   ctx.connections.client.on('error', (err: Error) => ctx.logger?.debug({ err }, 'redis connection error'));
   // Connect the subscriber now, so the first waiter does not pay for the connection.
   getSubscriber(ctx);
+  const cache = ctx.cache;
+  if (cache !== undefined && options.cache !== undefined) {
+    ctx.invalidation = startInvalidation({
+      connections: ctx.connections,
+      cache,
+      heartbeatMs: options.cache.heartbeatMs,
+      logger: ctx.logger,
+    });
+  }
+  const invalidation = ctx.invalidation;
 
   return {
     kind: ctx.connections.kind,
     client: ctx.connections.client,
+    cache:
+      cache && invalidation
+        ? {
+            get active() {
+              return cache.active;
+            },
+            stats: () => cache.stats(),
+            linkConnections: () => invalidation.connections(),
+          }
+        : undefined,
     getToken: (ref) => getToken(ctx, ref),
-    putToken: (ref, record, ttlMs) => putToken(ctx, ref, record, ttlMs),
+    putToken: (ref, record, ttlMs) => thenForget(ctx, ref, putToken(ctx, ref, record, ttlMs)),
     putTokenFenced: (ref, lockOwner, expectedGeneration, record, ttlMs) =>
-      putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs),
-    deleteToken: (ref) => deleteToken(ctx, ref, ''),
-    deleteTokenIfGeneration: (ref, expectedGeneration) => deleteToken(ctx, ref, expectedGeneration),
+      thenForget(ctx, ref, putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs)),
+    deleteToken: (ref) => thenForget(ctx, ref, deleteToken(ctx, ref, '')),
+    deleteTokenIfGeneration: (ref, expectedGeneration) =>
+      thenForget(ctx, ref, deleteToken(ctx, ref, expectedGeneration)),
     putLoginState: (state, value, ttlMs) => putLoginState(ctx, state, value, ttlMs),
     consumeLoginState: (state) => consumeLoginState(ctx, state),
-    acquireLock: (ref, leaseMs) => acquireLock(ctx, ref, leaseMs),
+    // The domain re-reads the record after taking the lock and after waiting for it, to see a
+    // peer's refresh: a cached entry must not hide it while the invalidation is on its way.
+    acquireLock: (ref, leaseMs) => thenForget(ctx, ref, acquireLock(ctx, ref, leaseMs)),
     renewLock: (ref, owner, leaseMs) => renewLock(ctx, ref, owner, leaseMs),
     releaseLock: (ref, owner) => releaseLock(ctx, ref, owner),
-    waitForUnlock: (ref, timeoutMs, signal) => waitForUnlock(ctx, ref, timeoutMs, signal),
+    waitForUnlock: (ref, timeoutMs, signal) =>
+      thenForget(ctx, ref, waitForUnlock(ctx, ref, timeoutMs, signal)),
     ping: async () => {
       await run(ctx, () => ctx.redis.ping());
     },

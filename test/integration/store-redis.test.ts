@@ -3,10 +3,6 @@
  * what only Redis can show: outages and recovery on the same store instance.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { isBrokerError } from '../../src/core/errors.js';
 import { loadConfig, type StoreConfig } from '../../src/config/load.js';
@@ -16,8 +12,9 @@ import { connectRedis, type RedisClient } from '../../src/store/redis-connection
 import { createRedisStore } from '../../src/store/redis-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
+import { startSentinel } from '../helpers/redis-sentinel.js';
 import { freePort } from '../helpers/ports.js';
-import { startRedis, waitForPort, type RedisServer } from '../helpers/redis.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
 import {
   contractKeyRing,
   freshRef,
@@ -30,9 +27,16 @@ function storeConfig(env: Record<string, string>): StoreConfig {
   return loadConfig({ env: { CREDBROKER_STORE_COMMAND_TIMEOUT: '500ms', ...env } }).store;
 }
 
+/** As createStore opens it in production: with the record cache unless configured off. */
 function openStore(config: StoreConfig, keyRing: KeyRing | undefined): TokenStore {
   const connections = connectRedis(config)!;
-  return createRedisStore({ connections, keyRing, commandTimeoutMs: config.command_timeout });
+  const { cache } = config;
+  return createRedisStore({
+    connections,
+    keyRing,
+    commandTimeoutMs: config.command_timeout,
+    ...(cache.enabled ? { cache: { maxEntries: cache.max_entries, heartbeatMs: cache.heartbeat } } : {}),
+  });
 }
 
 /** Waits until the store answers (connections start in the background). */
@@ -81,40 +85,6 @@ function rawAccess(client: RedisClient): RawAccess {
       const fields = await client.hgetallBuffer(tokenKey(from));
       await client.hset(tokenKey(to), fields);
       await client.pexpire(tokenKey(to), 60_000);
-    },
-  };
-}
-
-/** A real Sentinel (`redis-server --sentinel`) monitoring `masterPort` as `credbroker`. */
-async function startSentinel(masterPort: number): Promise<{ address: string; stop(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'credbroker-sentinel-'));
-  const port = await freePort();
-  const conf = join(dir, 'sentinel.conf');
-  writeFileSync(
-    conf,
-    [
-      `port ${port}`,
-      'bind 127.0.0.1',
-      `dir ${dir}`,
-      `sentinel monitor credbroker 127.0.0.1 ${masterPort} 1`,
-      'sentinel down-after-milliseconds credbroker 5000',
-      '',
-    ].join('\n'),
-  );
-  const proc = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' });
-  const kill = () => proc.kill('SIGKILL');
-  process.once('exit', kill);
-  await waitForPort(port);
-  return {
-    address: `127.0.0.1:${port}`,
-    stop: async () => {
-      process.off('exit', kill);
-      if (proc.exitCode === null && proc.signalCode === null) {
-        const exited = new Promise((resolve) => proc.once('exit', resolve));
-        proc.kill('SIGKILL');
-        await exited;
-      }
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,198 @@
+/**
+ * The invalidation link that keeps the record cache (./record-cache.ts) correct across replicas:
+ * Redis server-assisted client-side caching in broadcasting mode (https://redis.io/docs/latest/
+ * develop/reference/client-side-caching/). ioredis speaks RESP2, so invalidations arrive as
+ * pub/sub messages on `__redis__:invalidate`, on a connection that enabled tracking with
+ * REDIRECT to itself before subscribing:
+ *
+ *   CLIENT ID                                   → id
+ *   CLIENT TRACKING ON REDIRECT id BCAST PREFIX credbroker:v1:
+ *   SUBSCRIBE __redis__:invalidate
+ *
+ * From then on every change of a key under the prefix — a write, refresh, revoke, tombstone,
+ * expiry or eviction, by any client including this process (no NOLOOP) — sends its name; a
+ * FLUSHALL/FLUSHDB sends null. Tracking lives and dies with that connection, so:
+ * - one link per node that owns keys: the master (standalone, Sentinel's current master), or
+ *   every master on Cluster (re-read when the topology changes);
+ * - the cache is active only while every link is up, and is dropped whenever a link goes down,
+ *   comes up, or the set of masters changes: an entry filled while a link was down may have
+ *   missed its invalidation;
+ * - each link is PINGed every `heartbeatMs`: a reply proves the link delivered every
+ *   invalidation queued before it; none within the command timeout (a silent partition) counts
+ *   as the link lost, so a replica cut off from Redis stops serving from its cache within
+ *   `heartbeatMs` + the command timeout.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import type { Logger } from '../logger.js';
+import { KEY_PREFIX } from './keys.js';
+import type { RecordCache } from './record-cache.js';
+import type { NodeAddress, RedisConnections } from './redis-connection.js';
+
+export const INVALIDATION_CHANNEL = '__redis__:invalidate';
+
+export interface InvalidationOptions {
+  readonly connections: RedisConnections;
+  readonly cache: Pick<RecordCache<unknown>, 'invalidate' | 'clear' | 'setActive'>;
+  /** Interval of the liveness PING on each link, ms. */
+  readonly heartbeatMs: number;
+  readonly logger?: Logger | undefined;
+}
+
+export interface InvalidationLink {
+  /** Whether every link is up (tracking on and subscribed). */
+  readonly up: boolean;
+  /** The tracking connections, for tests (CLIENT KILL) and diagnostics. */
+  connections(): readonly Redis[];
+  close(): Promise<void>;
+}
+
+interface Link {
+  readonly key: string;
+  readonly redis: Redis;
+  up: boolean;
+  /** Increments on every (re)connection: a late arming of an old connection is ignored. */
+  round: number;
+}
+
+interface LinkContext {
+  readonly options: InvalidationOptions;
+  readonly links: Map<string, Link>;
+  closed: boolean;
+  heartbeat: NodeJS.Timeout | undefined;
+}
+
+/** Opens the link(s) and keeps them up until `close()`; the cache is inactive until they are. */
+export function startInvalidation(options: InvalidationOptions): InvalidationLink {
+  const ctx: LinkContext = { options, links: new Map(), closed: false, heartbeat: undefined };
+  const client = options.connections.client;
+  if (options.connections.kind === 'redis-cluster') {
+    const cluster = client as Cluster;
+    const sync = (): void => syncMasters(ctx, cluster);
+    cluster.on('+node', sync);
+    cluster.on('-node', sync);
+    cluster.on('refresh', sync);
+    cluster.on('ready', sync);
+    sync();
+  } else {
+    addLink(ctx, 'master', undefined);
+  }
+  ctx.heartbeat = setInterval(() => heartbeat(ctx), options.heartbeatMs);
+  ctx.heartbeat.unref();
+  return {
+    get up() {
+      return allUp(ctx);
+    },
+    connections: () => [...ctx.links.values()].map((l) => l.redis),
+    close: () => close(ctx),
+  };
+}
+
+function allUp(ctx: LinkContext): boolean {
+  if (ctx.closed || ctx.links.size === 0) return false;
+  for (const link of ctx.links.values()) if (!link.up) return false;
+  return true;
+}
+
+/** Every change of link state clears the cache (RecordCache.setActive) and re-decides activity. */
+function update(ctx: LinkContext): void {
+  ctx.options.cache.setActive(allUp(ctx));
+}
+
+function syncMasters(ctx: LinkContext, cluster: Cluster): void {
+  if (ctx.closed) return;
+  const masters = new Map<string, NodeAddress>();
+  for (const node of cluster.nodes('master')) {
+    const { host, port } = node.options;
+    if (host !== undefined && port !== undefined) masters.set(`${host}:${port}`, { host, port });
+  }
+  if (masters.size === 0) return;
+  let changed = false;
+  for (const [key, link] of ctx.links) {
+    if (masters.has(key)) continue;
+    ctx.links.delete(key);
+    link.redis.disconnect();
+    changed = true;
+  }
+  for (const [key, address] of masters) {
+    if (ctx.links.has(key)) continue;
+    addLink(ctx, key, address);
+    changed = true;
+  }
+  // A topology change may move slots to a master whose link is not up yet: drop everything.
+  if (changed) {
+    ctx.options.cache.clear();
+    update(ctx);
+  }
+}
+
+function addLink(ctx: LinkContext, key: string, address: NodeAddress | undefined): void {
+  const { connections, cache, logger } = ctx.options;
+  const redis = connections.createTrackingConnection(address);
+  const link: Link = { key, redis, up: false, round: 0 };
+  ctx.links.set(key, link);
+  redis.on('error', (err: Error) => logger?.debug({ err, node: key }, 'redis invalidation link error'));
+  redis.on('ready', () => void arm(ctx, link));
+  redis.on('close', () => down(ctx, link, 'closed'));
+  redis.on('messageBuffer', (channel: Buffer, message: unknown) => {
+    if (channel.toString() !== INVALIDATION_CHANNEL) return;
+    if (message === null || message === undefined) {
+      // FLUSHALL / FLUSHDB: every key is gone.
+      cache.clear();
+      return;
+    }
+    if (Array.isArray(message)) for (const name of message) cache.invalidate(String(name));
+    else cache.invalidate(String(message));
+  });
+}
+
+/** Enables tracking redirected to the connection itself, then subscribes; the link is then up. */
+async function arm(ctx: LinkContext, link: Link): Promise<void> {
+  const round = ++link.round;
+  try {
+    const id = await link.redis.client('ID');
+    await link.redis.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', KEY_PREFIX);
+    await link.redis.subscribe(INVALIDATION_CHANNEL);
+    if (round !== link.round || ctx.closed || ctx.links.get(link.key) !== link) return;
+    link.up = true;
+    update(ctx);
+  } catch (err) {
+    ctx.options.logger?.warn(
+      { err, node: link.key },
+      'cannot enable Redis invalidations: record cache off on this link',
+    );
+    // Reconnect and try again: the cache stays off meanwhile.
+    if (round === link.round && !ctx.closed) link.redis.disconnect(true);
+  }
+}
+
+function down(ctx: LinkContext, link: Link, why: string): void {
+  link.round++;
+  if (!link.up) return;
+  link.up = false;
+  ctx.options.logger?.info({ node: link.key, why }, 'Redis invalidation link down: record cache dropped');
+  update(ctx);
+}
+
+function heartbeat(ctx: LinkContext): void {
+  for (const link of ctx.links.values()) {
+    if (!link.up) continue;
+    const round = link.round;
+    link.redis.ping().catch(() => {
+      if (round !== link.round || ctx.closed) return;
+      down(ctx, link, 'no answer to PING');
+      link.redis.disconnect(true);
+    });
+  }
+}
+
+async function close(ctx: LinkContext): Promise<void> {
+  if (ctx.closed) return;
+  ctx.closed = true;
+  clearInterval(ctx.heartbeat);
+  ctx.options.cache.setActive(false);
+  for (const link of ctx.links.values()) {
+    link.round++;
+    link.redis.disconnect();
+  }
+  ctx.links.clear();
+}

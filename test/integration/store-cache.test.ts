@@ -1,0 +1,296 @@
+/**
+ * The Redis store's record cache across replicas, on a real redis-server, through a real
+ * Sentinel and on a real three-node Cluster: two store instances (two replicas' worth of
+ * connections) share one Redis; what one writes, refreshes or revokes must drop the other's
+ * cached entry, and losing the invalidation link must drop the whole cache.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import type { SubjectRef } from '../../src/core/errors.js';
+import { loadConfig, type StoreConfig } from '../../src/config/load.js';
+import { startInvalidation } from '../../src/store/invalidation.js';
+import { tokenKey } from '../../src/store/keys.js';
+import { createRecordCache } from '../../src/store/record-cache.js';
+import { connectRedis } from '../../src/store/redis-connection.js';
+import { createRedisStore, type RedisTokenStore, type StoreCache } from '../../src/store/redis-store.js';
+import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
+import { startSentinel, type RedisSentinel } from '../helpers/redis-sentinel.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { contractKeyRing, freshRef, sampleRecord } from '../unit/store-contract.js';
+
+const HOUR = 3_600_000;
+/** Invalidations arrive in about a millisecond on loopback; this is the give-up point only. */
+const PATIENCE_MS = 5_000;
+
+function storeConfig(env: Record<string, string>): StoreConfig {
+  return loadConfig({
+    env: { CREDBROKER_STORE_COMMAND_TIMEOUT: '1s', CREDBROKER_STORE_CACHE_HEARTBEAT: '200ms', ...env },
+  }).store;
+}
+
+function openStore(config: StoreConfig): RedisTokenStore {
+  return createRedisStore({
+    connections: connectRedis(config)!,
+    keyRing: contractKeyRing,
+    commandTimeoutMs: config.command_timeout,
+    cache: { maxEntries: config.cache.max_entries, heartbeatMs: config.cache.heartbeat },
+  });
+}
+
+/** Polls `probe` until it returns true; @returns the ms it took. @throws after PATIENCE_MS */
+async function waitUntil(what: string, probe: () => boolean | Promise<boolean>): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    if (await probe()) return performance.now() - started;
+    if (performance.now() - started > PATIENCE_MS) throw new Error(`not within ${PATIENCE_MS} ms: ${what}`);
+    await sleep(2);
+  }
+}
+
+function cacheOf(store: RedisTokenStore): StoreCache {
+  assert.ok(store.cache, 'the cache is on');
+  return store.cache;
+}
+
+/** Kills every invalidation link on the given nodes, as an operator's CLIENT KILL would. */
+async function killLinks(nodes: readonly Redis[]): Promise<number> {
+  let killed = 0;
+  for (const node of nodes) {
+    const list = (await node.client('LIST')) as string;
+    for (const line of list.split('\n')) {
+      if (!/ name=credbroker-invalidation /.test(` ${line} `)) continue;
+      const id = /(?:^| )id=(\d+)/.exec(line)?.[1];
+      if (id !== undefined) killed += Number(await node.call('CLIENT', 'KILL', 'ID', id));
+    }
+  }
+  return killed;
+}
+
+interface Topology {
+  config: StoreConfig;
+  /** A plain connection to every master. */
+  masters: Redis[];
+  stop(): Promise<void>;
+}
+
+function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: () => Topology) => void): void {
+  describe(name, function () {
+    this.timeout(60_000);
+    let topology: Topology;
+    let a: RedisTokenStore;
+    let b: RedisTokenStore;
+
+    before(async () => {
+      topology = await start();
+      a = openStore(topology.config);
+      b = openStore(topology.config);
+      await waitUntil('both caches active', () => cacheOf(a).active && cacheOf(b).active);
+    });
+    after(async () => {
+      await a?.close();
+      await b?.close();
+      for (const m of topology?.masters ?? []) m.disconnect();
+      await topology?.stop();
+    });
+
+    /**
+     * Reads `ref` on `store` until a read is a cache hit. The first read may fill nothing: the
+     * invalidation of the write before it can arrive while it is in flight (and must then win).
+     */
+    async function cached(store: RedisTokenStore, ref: SubjectRef): Promise<void> {
+      await waitUntil('a read of the record is served from the cache', async () => {
+        const hits = cacheOf(store).stats().hits;
+        await store.getToken(ref);
+        return cacheOf(store).stats().hits === hits + 1;
+      });
+    }
+
+    it('serves a repeated read from the cache, and an entry equal to what Redis holds', async () => {
+      const ref = freshRef();
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      const fromCache = await b.getToken(ref);
+      assert.equal(fromCache?.generation, g);
+      const c = openStore({ ...topology.config, cache: { ...topology.config.cache, enabled: false } });
+      try {
+        assert.deepEqual(fromCache, await c.getToken(ref));
+      } finally {
+        await c.close();
+      }
+    });
+
+    it("drops another replica's entry when one replica writes (login or refresh)", async () => {
+      const ref = freshRef();
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      const invalidations = cacheOf(b).stats().invalidations;
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      const ms = await waitUntil(
+        'B reads the new generation',
+        async () => (await b.getToken(ref))?.generation === g,
+      );
+      assert.ok(cacheOf(b).stats().invalidations > invalidations);
+      // A fenced write (refresh) by A reaches B the same way.
+      await cached(b, ref);
+      const owner = (await a.acquireLock(ref, 5_000))!;
+      assert.equal(await a.putTokenFenced(ref, owner, g, sampleRecord(), HOUR), true);
+      await a.releaseLock(ref, owner);
+      await waitUntil(
+        'B reads the refreshed generation',
+        async () => (await b.getToken(ref))?.generation === g + 1,
+      );
+      console.log(`      [${name}] write on A visible on B after ${ms.toFixed(1)} ms`);
+    });
+
+    it('makes a revoke (delete with tombstone) on one replica visible on another', async () => {
+      const ref = freshRef();
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      assert.equal(await a.deleteToken(ref), true);
+      const ms = await waitUntil('B sees no record', async () => (await b.getToken(ref)) === undefined);
+      console.log(`      [${name}] revoke on A visible on B after ${ms.toFixed(1)} ms`);
+    });
+
+    it("shows a replica its own writes at once, without waiting for Redis's invalidation", async () => {
+      const ref = freshRef();
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(a, ref);
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      assert.equal((await a.getToken(ref))?.generation, g);
+      await cached(a, ref);
+      assert.equal(await a.deleteTokenIfGeneration(ref, g), true);
+      assert.equal(await a.getToken(ref), undefined);
+    });
+
+    it('re-reads from Redis after taking the lock, so a peer refresh is never hidden', async () => {
+      const ref = freshRef();
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      // The domain re-reads after taking the lock to see a peer's refresh, whose invalidation
+      // may still be on its way: that read must go to Redis.
+      const owner = (await b.acquireLock(ref, 5_000))!;
+      assert.ok(owner);
+      const misses = cacheOf(b).stats().misses;
+      assert.equal((await b.getToken(ref))?.generation, g);
+      assert.equal(cacheOf(b).stats().misses, misses + 1, 'the read after acquireLock went to Redis');
+      await b.releaseLock(ref, owner);
+    });
+
+    it('drops the whole cache when the invalidation link is killed, and fills again once it is back', async () => {
+      const ref = freshRef();
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      const flushes = cacheOf(b).stats().flushes;
+      assert.ok((await killLinks(topology.masters)) >= 1);
+      await waitUntil('B drops its cache', () => cacheOf(b).stats().flushes > flushes);
+      assert.equal(cacheOf(b).stats().entries, 0);
+      // While the link is down, a write is not missed: the cache is off or dropped again on re-arm.
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      assert.equal((await b.getToken(ref))?.generation, g);
+      await waitUntil('B re-arms its link', () => cacheOf(b).active);
+      await cached(b, ref);
+      assert.equal((await b.getToken(ref))?.generation, g);
+    });
+
+    it('delivers invalidations to the writing process itself (BCAST without NOLOOP)', async () => {
+      const connections = connectRedis(topology.config)!;
+      const seen: string[] = [];
+      const cache = createRecordCache<unknown>({ maxEntries: 10 });
+      const link = startInvalidation({
+        connections,
+        heartbeatMs: 1_000,
+        cache: {
+          invalidate: (key) => seen.push(key),
+          clear: () => cache.clear(),
+          setActive: (active) => cache.setActive(active),
+        },
+      });
+      try {
+        await waitUntil('the link is up', () => link.up);
+        const ref = freshRef();
+        // The same process's command connection writes the key.
+        await connections.client.set(tokenKey(ref), 'x', 'PX', 60_000);
+        await waitUntil('its own write is announced to it', () => seen.includes(tokenKey(ref)));
+      } finally {
+        await link.close();
+        connections.client.disconnect();
+      }
+    });
+
+    extra?.(() => topology);
+  });
+}
+
+describe('Redis store record cache', () => {
+  cacheSuite(
+    'standalone',
+    async () => {
+      const server: RedisServer = await startRedis();
+      return {
+        config: storeConfig({ CREDBROKER_REDIS_URL: server.url }),
+        masters: [new Redis(server.url)],
+        stop: () => server.stop(),
+      };
+    },
+    (topology) => {
+      it('drops the whole cache on FLUSHALL (a null invalidation)', async () => {
+        const store = openStore(topology().config);
+        try {
+          const ref = freshRef();
+          await store.putToken(ref, sampleRecord(), HOUR);
+          await waitUntil('active', () => cacheOf(store).active);
+          await store.getToken(ref);
+          assert.equal(cacheOf(store).stats().entries, 1);
+          const flushes = cacheOf(store).stats().flushes;
+          await topology().masters[0]!.flushall();
+          await waitUntil('dropped', () => cacheOf(store).stats().flushes > flushes);
+          assert.equal(await store.getToken(ref), undefined);
+        } finally {
+          await store.close();
+        }
+      });
+
+      it('reads Redis on every call with the cache configured off', async () => {
+        const store = createRedisStore({
+          connections: connectRedis(topology().config)!,
+          keyRing: contractKeyRing,
+          commandTimeoutMs: 1_000,
+        });
+        try {
+          assert.equal(store.cache, undefined);
+          const ref = freshRef();
+          const g = await store.putToken(ref, sampleRecord(), HOUR);
+          assert.equal((await store.getToken(ref))?.generation, g);
+        } finally {
+          await store.close();
+        }
+      });
+    },
+  );
+
+  cacheSuite('through Sentinel', async () => {
+    const server = await startRedis();
+    const sentinel: RedisSentinel = await startSentinel(server.port);
+    return {
+      config: storeConfig({
+        CREDBROKER_REDIS_SENTINELS: sentinel.address,
+        CREDBROKER_REDIS_SENTINEL_NAME: 'credbroker',
+      }),
+      masters: [new Redis(server.url)],
+      stop: async () => {
+        await sentinel.stop();
+        await server.stop();
+      },
+    };
+  });
+
+  cacheSuite('three-node cluster', async () => {
+    const cluster: RedisCluster = await startRedisCluster();
+    return {
+      config: storeConfig({ CREDBROKER_REDIS_CLUSTER: cluster.urls.join(',') }),
+      masters: cluster.ports.map((port) => new Redis({ host: '127.0.0.1', port })),
+      stop: () => cluster.stop(),
+    };
+  });
+});
