@@ -3,6 +3,7 @@
  * configuration. Everything with a lifecycle is returned in `resources`, closed at shutdown.
  */
 import type { BrokerApi } from './broker/api.js';
+import { createDownstreamService } from './broker/downstream.js';
 import { createTokenService } from './broker/get-token.js';
 import { createLoginFlow } from './broker/login.js';
 import type { BrokerMetrics } from './broker/metrics.js';
@@ -67,17 +68,37 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     audit,
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
+  // GetDownstreamToken: exchanges the subject token the token service hands out (never read raw).
+  const downstream = createDownstreamService({
+    store,
+    idps,
+    storageEnabled,
+    lockLeaseMs: config.refresh.lock_lease,
+    subjectTokens: tokens,
+    logger,
+    audit,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+  });
   const api: BrokerApi = {
     startLogin: login.startLogin,
     completeLogin: login.completeLogin,
     getValidSubjectToken: tokens.getValidSubjectToken,
     revokeSubjectToken: tokens.revokeSubjectToken,
+    getDownstreamToken: downstream.getDownstreamToken,
   };
   return {
     api,
     audit,
     ...(store.kind === 'memory' ? {} : { probe: () => store.ping() }),
     // Refreshes in flight finish (and release their locks) before the store closes.
-    resources: [{ close: () => tokens.idle().then(() => store.close()) }],
+    resources: [
+      {
+        close: () =>
+          downstream
+            .idle()
+            .then(() => tokens.idle())
+            .then(() => store.close()),
+      },
+    ],
   };
 }

@@ -96,6 +96,8 @@ export interface DownstreamTokenResult {
   readonly source: DownstreamTokenSource;
   /** RFC 8693 `issued_token_type` of the token. */
   readonly issuedTokenType: string;
+  /** The IdP was unreachable; the cached token is unexpired but has less than the requested margin. */
+  readonly degraded: boolean;
 }
 
 /** The operations. Each throws BrokerError for every failure a caller should see. */

@@ -19,6 +19,10 @@ export type AuditEventName =
   | 'refresh'
   /** RevokeSubjectToken answered. */
   | 'revoke'
+  /** GetDownstreamToken answered (outcome `ok`: a downstream token left the broker). */
+  | 'downstream_token_release'
+  /** A token exchange for a downstream API was attempted at the IdP (RFC 8693 / Entra OBO). */
+  | 'token_exchange'
   /** A call was refused by the caller policy (CALLER_UNAUTHENTICATED / CALLER_FORBIDDEN). */
   | 'denied';
 
@@ -38,6 +42,8 @@ export interface AuditEntry {
   /** ErrorInfo metadata.cause, or a refresh's cause (`invalid_grant`, `timeout`, …). */
   readonly cause?: string | undefined;
   readonly requestId?: string | undefined;
+  /** The downstream id, for `token_exchange` and `downstream_token_release`. */
+  readonly downstream?: string | undefined;
 }
 
 /** Records audit events. Implementations never throw and never block the call. */

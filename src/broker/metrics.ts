@@ -18,6 +18,16 @@
  */
 export type RefreshOutcome = 'refreshed' | 'rejected' | 'unavailable' | 'fenced' | 'error';
 
+/**
+ * How one downstream token exchange at the IdP ended (RFC 8693 / Entra on-behalf-of):
+ * - `exchanged`: a downstream token obtained and written;
+ * - `rejected`: the IdP refused the exchange (`invalid_grant`, `invalid_target`, …);
+ * - `unavailable`: the IdP was unreachable, answered 5xx or timed out;
+ * - `fenced`: obtained, but the write lost (lock lost, or the user was revoked meanwhile);
+ * - `error`: anything else.
+ */
+export type ExchangeOutcome = 'exchanged' | 'rejected' | 'unavailable' | 'fenced' | 'error';
+
 /** Store operations, as labels for store errors. */
 export type StoreOperation =
   'get' | 'put' | 'put_fenced' | 'delete' | 'login_state' | 'lock' | 'unlock' | 'wait' | 'ping';
@@ -33,6 +43,10 @@ export interface BrokerMetrics {
   storeError(op: StoreOperation): void;
   /** A token was handed to a caller with `remainingMs` of lifetime left. */
   tokenServed(remainingMs: number): void;
+  /** One token exchange for `downstream` of `provider` ended with `outcome`. */
+  exchange(provider: string, downstream: string, outcome: ExchangeOutcome): void;
+  /** GetDownstreamToken served a downstream token from the store (`cached`) or just exchanged. */
+  downstreamServed(provider: string, downstream: string, source: 'cached' | 'exchanged'): void;
 }
 
 /** Discards everything: the default for unit tests and for code paths without metrics. */
@@ -42,4 +56,6 @@ export const noopBrokerMetrics: BrokerMetrics = Object.freeze({
   coalescedWaiter() {},
   storeError() {},
   tokenServed() {},
+  exchange() {},
+  downstreamServed() {},
 });

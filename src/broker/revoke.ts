@@ -29,9 +29,14 @@ export async function revokeSubjectToken(options: RevokeOptions, input: RevokeIn
   if (!storageEnabled) {
     return { deleted: false, idpRevocation: input.revokeAtIdp ? 'NOT_SUPPORTED' : 'NOT_REQUESTED' };
   }
-  if (!input.revokeAtIdp) return { deleted: await store.deleteToken(ref), idpRevocation: 'NOT_REQUESTED' };
+  if (!input.revokeAtIdp) {
+    const deleted = await store.deleteToken(ref);
+    await deleteDownstreamTokens(store, ref, idp.downstreams ?? []);
+    return { deleted, idpRevocation: 'NOT_REQUESTED' };
+  }
 
   const { deleted, record } = await deleteWhatWasRead(store, ref);
+  await deleteDownstreamTokens(store, ref, idp.downstreams ?? []);
   if (record === undefined) return { deleted, idpRevocation: 'NOT_SUPPORTED' };
   // RFC 7009 §2: revoking the refresh token also invalidates the grant's access tokens at most
   // IdPs; without one, revoke the access token.
@@ -40,6 +45,19 @@ export async function revokeSubjectToken(options: RevokeOptions, input: RevokeIn
       ? await idp.revoke(record.refreshToken, 'refresh_token')
       : await idp.revoke(record.accessToken, 'access_token');
   return { deleted, idpRevocation };
+}
+
+/**
+ * Deletes (with tombstone) the user's cached token of every configured downstream, after the
+ * subject record: an exchange in flight re-checks the subject after writing (./downstream.ts),
+ * so nothing it writes outlives the revoke.
+ */
+async function deleteDownstreamTokens(
+  store: Pick<TokenStore, 'deleteToken'>,
+  ref: SubjectRef,
+  downstreams: readonly string[],
+): Promise<void> {
+  await Promise.all(downstreams.map((downstream) => store.deleteToken({ ...ref, downstream })));
 }
 
 /** The store operations revoke uses, each counted in the store-errors metric when it fails. */

@@ -25,7 +25,8 @@ export interface TokenRecord {
   readonly refreshExpiresAt: number | undefined;
   readonly scopes: readonly string[];
   readonly idToken: string | undefined;
-  readonly obtainedVia: 'login' | 'refresh';
+  /** `exchange`: a downstream token (SubjectRef.downstream), from a token exchange. */
+  readonly obtainedVia: 'login' | 'refresh' | 'exchange';
   /** Epoch ms of the write. */
   readonly updatedAt: number;
   /**
@@ -35,6 +36,8 @@ export interface TokenRecord {
   readonly generation: number;
   /** The IdP subject the tokens belong to. */
   readonly subject: string | undefined;
+  /** RFC 8693 `issued_token_type` of a downstream token (obtainedVia `exchange`). */
+  readonly issuedTokenType?: string | undefined;
 }
 
 /** A record to write; the store assigns the generation. */

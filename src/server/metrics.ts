@@ -26,6 +26,8 @@ export const METRIC_NAMES = {
   storeErrors: 'credbroker_store_errors_total',
   storeUp: 'credbroker_store_up',
   tokenRemaining: 'credbroker_token_remaining_lifetime_seconds',
+  exchanges: 'credbroker_token_exchanges_total',
+  downstreamServed: 'credbroker_downstream_tokens_served_total',
   buildInfo: 'credbroker_build_info',
 } as const;
 
@@ -126,6 +128,18 @@ export function createMetrics(): Metrics {
     buckets: REMAINING_BUCKETS,
     registers: [registry],
   });
+  const exchanges = new Counter({
+    name: METRIC_NAMES.exchanges,
+    help: 'Token exchanges for downstream APIs at the IdP by provider, downstream and outcome (exchanged, rejected, unavailable, fenced, error).',
+    labelNames: ['provider', 'downstream', 'outcome'] as const,
+    registers: [registry],
+  });
+  const downstreamServed = new Counter({
+    name: METRIC_NAMES.downstreamServed,
+    help: 'Downstream tokens handed out by provider, downstream and source (cached, exchanged).',
+    labelNames: ['provider', 'downstream', 'source'] as const,
+    registers: [registry],
+  });
   const buildInfo = new Gauge({
     name: METRIC_NAMES.buildInfo,
     help: 'Always 1; labels carry the credbroker and Node.js versions.',
@@ -149,6 +163,9 @@ export function createMetrics(): Metrics {
     coalescedWaiter: () => coalesced.inc(),
     storeError: (op) => storeErrors.inc({ op }),
     tokenServed: (remainingMs) => tokenRemaining.observe(Math.max(0, remainingMs) / 1000),
+    exchange: (provider, downstream, outcome) => exchanges.inc({ provider, downstream, outcome }),
+    downstreamServed: (provider, downstream, source) =>
+      downstreamServed.inc({ provider, downstream, source }),
   };
 
   return {

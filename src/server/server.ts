@@ -126,7 +126,12 @@ export class BrokerServer {
       tolerantDecoding(CredentialBrokerService),
       createCredentialBrokerService({
         api: options.api,
-        providers: { ids: config.providers.map((p) => p.id) },
+        providers: {
+          ids: config.providers.map((p) => p.id),
+          downstreams: Object.fromEntries(
+            config.providers.map((p) => [p.id, p.downstreams.map((d) => d.id)]),
+          ),
+        },
         logger,
         observers: [...(options.observers ?? []), auditObserver(options.audit ?? createAuditLog(logger))],
         authorize: refusedWhileShuttingDown(

@@ -133,6 +133,7 @@ export function createCredentialBrokerService(
               ? DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_CACHED
               : DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_EXCHANGED,
           issuedTokenType: token.issuedTokenType,
+          degraded: token.degraded,
         };
       },
     ),

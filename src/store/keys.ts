@@ -8,6 +8,12 @@
  *   credbroker:v1:{<provider>/<user>}:unlock  pub/sub channel notified on lock release
  *   credbroker:v1:login:<sha256 hex of state> sealed login state
  *
+ * A downstream token of the user (SubjectRef.downstream set, GetDownstreamToken) has its own
+ * record, lock, tombstone and channel under the same hash tag, suffixed with the downstream id:
+ *   credbroker:v1:{<provider>/<user>}:dtoken:<downstream>   (and :dlock:, :dtomb:, :dunlock:)
+ * Downstream ids are configuration ids ([a-z0-9_-]), so they need no escaping. They are not
+ * matched by TOKEN_KEY_PATTERN: rotate-keys leaves these short-lived records to re-seal on read.
+ *
  * The braces are a Redis Cluster hash tag: a user's record, lock and tombstone share one slot,
  * so the Lua scripts touching several of them are legal in Cluster.
  */
@@ -49,8 +55,15 @@ export function subjectTag(ref: SubjectRef): string {
   return `{${ref.provider}/${escapeUserId(ref.userId)}}`;
 }
 
-export const tokenKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:token`;
-export const lockKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:lock`;
-export const tombKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:tomb`;
-export const unlockChannel = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:unlock`;
+/** `<kind>` for the subject token, `d<kind>:<downstream>` for a downstream token of the user. */
+function suffix(ref: SubjectRef, kind: string): string {
+  return ref.downstream === undefined ? kind : `d${kind}:${ref.downstream}`;
+}
+
+export const tokenKey = (ref: SubjectRef): string =>
+  `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'token')}`;
+export const lockKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'lock')}`;
+export const tombKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'tomb')}`;
+export const unlockChannel = (ref: SubjectRef): string =>
+  `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'unlock')}`;
 export const loginKey = (stateId: string): string => `${KEY_PREFIX}login:${stateId}`;

@@ -15,9 +15,19 @@ const TOKEN_PURPOSE = 'token';
 const LOGIN_PURPOSE = 'login';
 const LOGIN_KEY_ID = 'state';
 
+/** A downstream record's envelope also binds the downstream id: it cannot pass for another's. */
+const DOWNSTREAM_PURPOSE = 'downstream:';
+
 function tokenContext(ref: SubjectRef): EnvelopeContext {
-  return { purpose: TOKEN_PURPOSE, provider: ref.provider, userId: ref.userId };
+  const purpose = ref.downstream === undefined ? TOKEN_PURPOSE : `${DOWNSTREAM_PURPOSE}${ref.downstream}`;
+  return { purpose, provider: ref.provider, userId: ref.userId };
 }
+
+const obtainedVia = {
+  login: ObtainedVia.OBTAINED_VIA_LOGIN,
+  refresh: ObtainedVia.OBTAINED_VIA_REFRESH,
+  exchange: ObtainedVia.OBTAINED_VIA_EXCHANGE,
+} as const satisfies Record<TokenRecord['obtainedVia'], ObtainedVia>;
 
 export function encodeRecord(record: TokenRecord): Uint8Array {
   return StoredToken.encode({
@@ -28,11 +38,11 @@ export function encodeRecord(record: TokenRecord): Uint8Array {
     refreshExpiresAt: record.refreshExpiresAt === undefined ? undefined : new Date(record.refreshExpiresAt),
     scopes: [...record.scopes],
     idToken: record.idToken ?? '',
-    obtainedVia:
-      record.obtainedVia === 'login' ? ObtainedVia.OBTAINED_VIA_LOGIN : ObtainedVia.OBTAINED_VIA_REFRESH,
+    obtainedVia: obtainedVia[record.obtainedVia],
     updatedAt: new Date(record.updatedAt),
     generation: record.generation,
     subject: record.subject ?? '',
+    issuedTokenType: record.issuedTokenType ?? '',
   }).finish();
 }
 
@@ -40,12 +50,10 @@ export function encodeRecord(record: TokenRecord): Uint8Array {
 export function decodeRecord(bytes: Uint8Array): TokenRecord {
   const m = StoredToken.decode(bytes);
   if (m.expiresAt === undefined || m.updatedAt === undefined) throw new Error('record lacks expiry');
-  if (
-    m.obtainedVia !== ObtainedVia.OBTAINED_VIA_LOGIN &&
-    m.obtainedVia !== ObtainedVia.OBTAINED_VIA_REFRESH
-  ) {
-    throw new Error('record lacks obtained_via');
-  }
+  const via = (Object.keys(obtainedVia) as TokenRecord['obtainedVia'][]).find(
+    (name) => obtainedVia[name] === m.obtainedVia,
+  );
+  if (via === undefined) throw new Error('record lacks obtained_via');
   return {
     accessToken: m.accessToken,
     refreshToken: m.refreshToken === '' ? undefined : m.refreshToken,
@@ -54,10 +62,11 @@ export function decodeRecord(bytes: Uint8Array): TokenRecord {
     refreshExpiresAt: m.refreshExpiresAt?.getTime(),
     scopes: m.scopes,
     idToken: m.idToken === '' ? undefined : m.idToken,
-    obtainedVia: m.obtainedVia === ObtainedVia.OBTAINED_VIA_LOGIN ? 'login' : 'refresh',
+    obtainedVia: via,
     updatedAt: m.updatedAt.getTime(),
     generation: m.generation,
     subject: m.subject === '' ? undefined : m.subject,
+    ...(m.issuedTokenType === '' ? {} : { issuedTokenType: m.issuedTokenType }),
   };
 }
 

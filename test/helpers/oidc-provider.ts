@@ -7,14 +7,34 @@
  * token responses, an ID token signed for the wrong audience, access-token lifetime, and
  * stop()/start() of the HTTP server on the same port (an outage). Counters of the grants served
  * let refresh tests prove "exactly one refresh".
+ *
+ * Downstream tokens: the provider also serves RFC 8693 token exchange
+ * (`urn:ietf:params:oauth:grant-type:token-exchange`) and an Entra on-behalf-of shaped jwt-bearer
+ * grant (`assertion` + `requested_token_use=on_behalf_of` + `scope`), registered with
+ * `provider.registerGrantType`. Both check the subject token against the access tokens this
+ * provider issued (not expired, not revoked), answer `invalid_target` for an audience not in
+ * `downstreamAudiences`, and issue a signed JWT access token whose `aud` is the audience (for
+ * OBO: the scope's resource, `api://orders/.default` → `api://orders`). Exchanges are counted per
+ * user × audience.
  */
-import { generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID, sign, type JsonWebKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Provider, { type KoaContext } from 'oidc-provider';
+import Provider, { errors, type KoaContext } from 'oidc-provider';
+
+/** RFC 8693 §2.1 and RFC 7523 §2.1 grant types. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+/** Audiences the test provider exchanges for by default (RFC 8693 audience, RFC 8707 resource, OBO). */
+export const TEST_DOWNSTREAM_AUDIENCES = [
+  'https://orders.example.test',
+  'https://billing.example.test',
+  'api://orders',
+] as const;
 
 export interface TestAccount {
   readonly id: string;
@@ -75,6 +95,13 @@ export interface TestOidcProvider {
   };
   /** Successful token-endpoint grants served so far, by grant_type. */
   grantsServed(grantType: 'authorization_code' | 'refresh_token'): number;
+  /**
+   * Successful downstream exchanges (token exchange and OBO) for `userId` and `audience`; with
+   * no arguments, all of them.
+   */
+  exchangesServed(userId?: string, audience?: string): number;
+  /** Lifetime of exchanged downstream tokens issued from now on, seconds (default 3600). */
+  setExchangedTokenTtl(seconds: number): void;
   /** Every successful token response body, in order: what the provider really issued. */
   readonly issued: readonly IssuedTokens[];
   /** Access-token lifetime for tokens issued from now on, seconds. */
@@ -105,6 +132,8 @@ export interface TestOidcProviderOptions {
    * default, OIDC Core §5.4). Default false: in the ID token, as Google and Entra do.
    */
   readonly claimsOnlyAtUserInfo?: boolean;
+  /** Audiences token exchange and OBO issue tokens for (default TEST_DOWNSTREAM_AUDIENCES). */
+  readonly downstreamAudiences?: readonly string[];
 }
 
 function listen(server: Server, port: number): Promise<number> {
@@ -133,6 +162,9 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
   let tokenFailure: TokenFailure | undefined;
   let idTokenAudience: string | undefined;
   const grants = { authorization_code: 0, refresh_token: 0 };
+  const exchanges = new Map<string, number>();
+  let exchangedTokenTtl = 3600;
+  const downstreamAudiences = new Set(options.downstreamAudiences ?? TEST_DOWNSTREAM_AUDIENCES);
   const issued: IssuedTokens[] = [];
 
   let handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
@@ -167,7 +199,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
   const redirectUris = [...(options.redirectUris ?? [TEST_REDIRECT_URI, OTHER_REDIRECT_URI])];
   const common = {
     redirect_uris: redirectUris,
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT],
     response_types: ['code'],
   };
 
@@ -249,6 +281,89 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
     return issue.apply(this, args as [unknown]);
   };
 
+  /** A JWT access token for `audience`, signed with the provider's key (RS256). */
+  const downstreamJwt = (claims: Record<string, unknown>): string => {
+    const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const input = `${encode({ alg: 'RS256', typ: 'at+jwt', kid: 'op-1' })}.${encode(claims)}`;
+    return `${input}.${sign('sha256', Buffer.from(input), signing.privateKey).toString('base64url')}`;
+  };
+  const single = (value: unknown): string | undefined =>
+    Array.isArray(value)
+      ? value.length === 1
+        ? String(value[0])
+        : undefined
+      : (value as string | undefined);
+  /** Validates the subject token and issues the downstream token (both grants end here). */
+  const exchange = async (
+    ctx: KoaContext,
+    subjectToken: string,
+    audience: string,
+    scope: string | undefined,
+  ) => {
+    const subject = await provider.AccessToken.find(subjectToken);
+    if (!subject || subject.isExpired)
+      throw new errors.InvalidGrant('subject token is invalid, expired or revoked');
+    if (!downstreamAudiences.has(audience)) throw new errors.InvalidTarget('unknown audience');
+    const now = Math.floor(Date.now() / 1000);
+    const accessToken = downstreamJwt({
+      iss: issuer,
+      sub: subject.accountId,
+      aud: audience,
+      azp: ctx.oidc?.client?.clientId,
+      scope,
+      iat: now,
+      exp: now + exchangedTokenTtl,
+      jti: randomUUID(),
+    });
+    const key = `${subject.accountId}\n${audience}`;
+    exchanges.set(key, (exchanges.get(key) ?? 0) + 1);
+    ctx.body = {
+      access_token: accessToken,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: exchangedTokenTtl,
+      ...(scope === undefined ? {} : { scope }),
+    };
+  };
+  // RFC 8693 §2.1: subject_token (an access token this provider issued), audience or resource.
+  provider.registerGrantType(
+    TOKEN_EXCHANGE_GRANT,
+    async (ctx) => {
+      const params = ctx.oidc.params as Record<string, unknown>;
+      if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+        throw new errors.InvalidRequest('subject_token_type must be an access token');
+      }
+      const audience = single(params.audience) ?? single(params.resource);
+      if (audience === undefined) throw new errors.InvalidTarget('audience or resource required');
+      await exchange(ctx, String(params.subject_token), audience, params.scope as string | undefined);
+    },
+    [
+      'subject_token',
+      'subject_token_type',
+      'requested_token_type',
+      'audience',
+      'resource',
+      'scope',
+      'actor_token',
+      'actor_token_type',
+    ],
+    ['audience', 'resource'],
+  );
+  // Entra on-behalf-of: assertion, requested_token_use=on_behalf_of, scope `<resource>/.default`.
+  provider.registerGrantType(
+    JWT_BEARER_GRANT,
+    async (ctx) => {
+      const params = ctx.oidc.params as Record<string, unknown>;
+      if (params.requested_token_use !== 'on_behalf_of') {
+        throw new errors.InvalidRequest('requested_token_use must be on_behalf_of');
+      }
+      const scope = String(params.scope ?? '');
+      const resource = scope.split(' ')[0]?.replace(/\/[^/]*$/, '') ?? '';
+      await exchange(ctx, String(params.assertion), resource, scope);
+    },
+    ['assertion', 'requested_token_use', 'scope'],
+  );
+
   provider.use(async (ctx: KoaContext, next) => {
     if (ctx.path !== '/token') return next();
     if (tokenDelayMs > 0) await sleep(tokenDelayMs);
@@ -295,6 +410,18 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
       jwks: `${issuer}/jwks`,
     },
     grantsServed: (grantType) => grants[grantType],
+    exchangesServed: (userId, audience) => {
+      let total = 0;
+      for (const [key, n] of exchanges) {
+        const [user, aud] = key.split('\n');
+        if ((userId === undefined || user === userId) && (audience === undefined || aud === audience))
+          total += n;
+      }
+      return total;
+    },
+    setExchangedTokenTtl: (seconds) => {
+      exchangedTokenTtl = seconds;
+    },
     issued,
     setAccessTokenTtl: (seconds) => {
       accessTokenTtl = seconds;

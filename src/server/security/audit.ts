@@ -43,6 +43,7 @@ export function createAuditLog(logger: Logger): AuditLog {
             provider: entry.provider,
             cause: entry.cause,
             requestId: entry.requestId,
+            downstream: entry.downstream,
           },
           'audit',
         );
@@ -58,6 +59,7 @@ const eventByRpc: Record<string, AuditEventName> = {
   CompleteLogin: 'login_complete',
   GetValidSubjectToken: 'token_release',
   RevokeSubjectToken: 'revoke',
+  GetDownstreamToken: 'downstream_token_release',
 };
 
 /**

@@ -45,6 +45,8 @@ export const DenialCause = {
   RPC_NOT_ALLOWED: 'RPC_NOT_ALLOWED',
   /** The caller may not touch this provider. */
   PROVIDER_NOT_ALLOWED: 'PROVIDER_NOT_ALLOWED',
+  /** The caller may not ask GetDownstreamToken for this downstream (`callers[].downstreams`). */
+  DOWNSTREAM_NOT_ALLOWED: 'DOWNSTREAM_NOT_ALLOWED',
 } as const;
 export type DenialCause = (typeof DenialCause)[keyof typeof DenialCause];
 
@@ -62,6 +64,8 @@ interface Compiled {
   readonly san: string | undefined;
   readonly allow: ReadonlySet<string>;
   readonly providers: ReadonlySet<string> | undefined;
+  /** GetDownstreamToken: the downstream ids allowed; undefined: every one. */
+  readonly downstreams: ReadonlySet<string> | undefined;
 }
 
 function unauthenticated(cause: DenialCause, message: string): BrokerError {
@@ -91,6 +95,7 @@ function compile(caller: CallerConfig, index: number): Compiled {
     san: caller.tls_san,
     allow: new Set(caller.allow),
     providers: caller.providers === undefined ? undefined : new Set(caller.providers),
+    downstreams: caller.downstreams === undefined ? undefined : new Set(caller.downstreams),
   };
 }
 
@@ -185,6 +190,20 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         `caller "${caller.name}" may not use provider "${provider}"`,
         provider,
       );
+    }
+    // A downstream is allowed separately from the raw subject token: a caller may hold
+    // GetDownstreamToken for one downstream without GetValidSubjectToken. The provider is set
+    // only once the request validated, so `downstream` is then a configured id.
+    if (provider !== undefined && rpc === 'GetDownstreamToken' && caller.downstreams !== undefined) {
+      const downstream = (call.request as { downstream?: unknown } | undefined)?.downstream;
+      if (typeof downstream !== 'string' || !caller.downstreams.has(downstream)) {
+        throw forbidden(
+          DenialCause.DOWNSTREAM_NOT_ALLOWED,
+          caller.name,
+          `caller "${caller.name}" may not use downstream ${JSON.stringify(String(downstream).slice(0, 64))}`,
+          provider,
+        );
+      }
     }
     return { caller: caller.name };
   };

@@ -397,6 +397,11 @@ export interface GetDownstreamTokenResponse {
    * "urn:ietf:params:oauth:token-type:access_token".
    */
   issuedTokenType: string;
+  /**
+   * True when the IdP could not be reached to exchange again and the cached downstream token,
+   * still unexpired but with less than the requested margin, was returned instead.
+   */
+  degraded: boolean;
 }
 
 function createBaseStartLoginRequest(): StartLoginRequest {
@@ -1755,7 +1760,15 @@ export const GetDownstreamTokenRequest: MessageFns<GetDownstreamTokenRequest> = 
 };
 
 function createBaseGetDownstreamTokenResponse(): GetDownstreamTokenResponse {
-  return { accessToken: '', tokenType: '', expiresAt: undefined, scopes: [], source: 0, issuedTokenType: '' };
+  return {
+    accessToken: '',
+    tokenType: '',
+    expiresAt: undefined,
+    scopes: [],
+    source: 0,
+    issuedTokenType: '',
+    degraded: false,
+  };
 }
 
 export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> = {
@@ -1777,6 +1790,9 @@ export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> 
     }
     if (message.issuedTokenType !== '') {
       writer.uint32(50).string(message.issuedTokenType);
+    }
+    if (message.degraded !== false) {
+      writer.uint32(56).bool(message.degraded);
     }
     return writer;
   },
@@ -1842,6 +1858,14 @@ export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> 
             message.issuedTokenType = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.degraded = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1880,6 +1904,7 @@ export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> 
         : isSet(object.issued_token_type)
           ? globalThis.String(object.issued_token_type)
           : '',
+      degraded: isSet(object.degraded) ? globalThis.Boolean(object.degraded) : false,
     };
   },
 
@@ -1903,6 +1928,9 @@ export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> 
     if (message.issuedTokenType !== '') {
       obj.issuedTokenType = message.issuedTokenType;
     }
+    if (message.degraded !== false) {
+      obj.degraded = message.degraded;
+    }
     return obj;
   },
 
@@ -1919,6 +1947,7 @@ export const GetDownstreamTokenResponse: MessageFns<GetDownstreamTokenResponse> 
     message.scopes = object.scopes?.map((e) => e) || [];
     message.source = object.source ?? 0;
     message.issuedTokenType = object.issuedTokenType ?? '';
+    message.degraded = object.degraded ?? false;
     return message;
   },
 };

@@ -91,6 +91,8 @@ export interface StoredToken {
   generation: number;
   /** The IdP subject the tokens belong to. */
   subject: string;
+  /** RFC 8693 issued_token_type of a downstream token (obtained_via EXCHANGE); empty otherwise. */
+  issuedTokenType: string;
 }
 
 function createBaseStoredToken(): StoredToken {
@@ -106,6 +108,7 @@ function createBaseStoredToken(): StoredToken {
     updatedAt: undefined,
     generation: 0,
     subject: '',
+    issuedTokenType: '',
   };
 }
 
@@ -143,6 +146,9 @@ export const StoredToken: MessageFns<StoredToken> = {
     }
     if (message.subject !== '') {
       writer.uint32(90).string(message.subject);
+    }
+    if (message.issuedTokenType !== '') {
+      writer.uint32(98).string(message.issuedTokenType);
     }
     return writer;
   },
@@ -248,6 +254,14 @@ export const StoredToken: MessageFns<StoredToken> = {
             message.subject = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.issuedTokenType = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -307,6 +321,11 @@ export const StoredToken: MessageFns<StoredToken> = {
           : undefined,
       generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
       subject: isSet(object.subject) ? globalThis.String(object.subject) : '',
+      issuedTokenType: isSet(object.issuedTokenType)
+        ? globalThis.String(object.issuedTokenType)
+        : isSet(object.issued_token_type)
+          ? globalThis.String(object.issued_token_type)
+          : '',
     };
   },
 
@@ -345,6 +364,9 @@ export const StoredToken: MessageFns<StoredToken> = {
     if (message.subject !== '') {
       obj.subject = message.subject;
     }
+    if (message.issuedTokenType !== '') {
+      obj.issuedTokenType = message.issuedTokenType;
+    }
     return obj;
   },
 
@@ -364,6 +386,7 @@ export const StoredToken: MessageFns<StoredToken> = {
     message.updatedAt = object.updatedAt ?? undefined;
     message.generation = object.generation ?? 0;
     message.subject = object.subject ?? '';
+    message.issuedTokenType = object.issuedTokenType ?? '';
     return message;
   },
 };

@@ -1,0 +1,426 @@
+/**
+ * GetDownstreamToken: a token for a downstream API of the user's provider, obtained by exchanging
+ * the user's subject token at the IdP (RFC 8693 token exchange, or Entra on-behalf-of) and kept
+ * like a subject token — sealed in the store under its own key (SubjectRef.downstream; the
+ * envelope binds the downstream id), reused while valid for the margin, re-exchanged once per
+ * user × downstream across every replica under the same lock discipline as refresh
+ * (./user-lock.ts), written fenced, and deleted with the user's RevokeSubjectToken (./revoke.ts).
+ *
+ * The subject token comes from the GetValidSubjectToken path (refreshed under its own lock when
+ * needed), never raw from the store. Lock order is always downstream → subject, so the two locks
+ * cannot deadlock.
+ */
+import type { IdpClient, IdpRegistry, ExchangedToken } from '../core/idp-client.js';
+import { IdpError } from '../core/idp-client.js';
+import type { Logger } from '../logger.js';
+import { hashUserId } from '../logger.js';
+import type { NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
+import type {
+  BrokerApi,
+  CallContext,
+  DownstreamTokenInput,
+  DownstreamTokenResult,
+  DownstreamTokenSource,
+} from './api.js';
+import { noAudit, type AuditLog } from './audit.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import {
+  BrokerError,
+  ErrorReason,
+  invalidRequest,
+  isBrokerError,
+  ReauthCause,
+  reauthRequired,
+  type SubjectRef,
+} from '../core/errors.js';
+import { DEFAULT_TOKEN_TYPE } from './merge.js';
+import { noopBrokerMetrics, type BrokerMetrics, type ExchangeOutcome } from './metrics.js';
+import { createSingleflight, waitWithin } from './singleflight.js';
+import { countStoreErrors, withUserLock, type UserLockContext } from './user-lock.js';
+
+/** RFC 8693 §3: the token type reported when the IdP names none. */
+export const ACCESS_TOKEN_TYPE_URI = 'urn:ietf:params:oauth:token-type:access_token';
+/** RetryInfo when the IdP is unavailable and sent no Retry-After. */
+export const DEFAULT_EXCHANGE_RETRY_MS = 1000;
+/** ErrorInfo.metadata.cause on EXCHANGE_REJECTED when the IdP's answer did not verify. */
+export const INVALID_IDP_RESPONSE = 'INVALID_IDP_RESPONSE';
+/** A record is kept at least this long, so a token issued with a tiny lifetime is still written. */
+const MIN_RECORD_TTL_MS = 1000;
+
+export interface DownstreamServiceOptions {
+  readonly store: TokenStore;
+  readonly idps: IdpRegistry;
+  /** False when storage is off or no key is configured: there is no subject token to exchange. */
+  readonly storageEnabled: boolean;
+  /** `refresh.lock_lease`, ms: the same lease as the refresh lock. */
+  readonly lockLeaseMs: number;
+  /** The subject-token path (createTokenService): a valid subject token, refreshed if needed. */
+  readonly subjectTokens: Pick<BrokerApi, 'getValidSubjectToken'>;
+  readonly clock?: Clock;
+  readonly logger: Logger;
+  readonly metrics?: BrokerMetrics;
+  /** Records one `token_exchange` entry per exchange attempt at an IdP. */
+  readonly audit?: AuditLog;
+}
+
+export interface DownstreamService {
+  getDownstreamToken(input: DownstreamTokenInput, ctx: CallContext): Promise<DownstreamTokenResult>;
+  /** Settles once every exchange in flight has finished and released its lock (shutdown). */
+  idle(): Promise<void>;
+}
+
+/** What every caller of one flight shares; joiners extend it. */
+interface FlightState {
+  deadline: number;
+  marginMs: number;
+  /** The generation found stale on the hot path (undefined: nothing cached). */
+  readonly staleGeneration: number | undefined;
+  /** The leader's call: the subject token is fetched with it. */
+  readonly ctx: CallContext;
+}
+
+interface Served {
+  readonly record: Pick<
+    TokenRecord,
+    'accessToken' | 'tokenType' | 'expiresAt' | 'scopes' | 'issuedTokenType' | 'generation'
+  >;
+  readonly source: DownstreamTokenSource;
+  readonly degraded: boolean;
+}
+
+const auditOutcome: Record<ExchangeOutcome, string> = {
+  exchanged: 'ok',
+  rejected: 'rejected',
+  unavailable: 'unavailable',
+  fenced: 'fenced',
+  error: 'failed',
+};
+
+/** Module-level context of the service: everything its functions need, explicitly. */
+interface DownstreamContext extends UserLockContext {
+  readonly idps: IdpRegistry;
+  readonly subjectTokens: Pick<BrokerApi, 'getValidSubjectToken'>;
+  readonly audit: AuditLog;
+}
+
+export function createDownstreamService(options: DownstreamServiceOptions): DownstreamService {
+  const ctx: DownstreamContext = {
+    store: options.store,
+    idps: options.idps,
+    clock: options.clock ?? systemClock,
+    lockLeaseMs: options.lockLeaseMs,
+    metrics: options.metrics ?? noopBrokerMetrics,
+    logger: options.logger,
+    audit: options.audit ?? noAudit,
+    subjectTokens: options.subjectTokens,
+  };
+  const flights = createSingleflight<Served, FlightState>();
+
+  return {
+    /**
+     * @throws BrokerError INVALID_REQUEST (unknown downstream), REAUTH_REQUIRED (the subject
+     *   token's causes), EXCHANGE_REJECTED, IDP_UNAVAILABLE, STORE_UNAVAILABLE,
+     *   REFRESH_IN_PROGRESS
+     */
+    async getDownstreamToken(input, call) {
+      const subject: SubjectRef = { provider: input.provider, userId: input.userId };
+      const idp = downstreamIdp(ctx.idps, input);
+      if (!options.storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, subject);
+      const ref: SubjectRef = { ...subject, downstream: input.downstream };
+      const marginMs = Math.max(input.minValidForMs, idp.skewMs);
+      // The hot path: one store read, no IdP call.
+      const cached = await readCached(ctx, ref);
+      if (cached !== undefined && cached.expiresAt - ctx.clock.now() > marginMs) {
+        return result(ctx, ref, { record: cached, source: 'CACHED', degraded: false });
+      }
+      const flight = flights.join(
+        JSON.stringify([ref.provider, ref.userId, ref.downstream]),
+        () => ({ deadline: call.deadline, marginMs, staleGeneration: cached?.generation, ctx: call }),
+        (state) => exchangeOnce(ctx, ref, idp, state),
+      );
+      if (!flight.leader) {
+        ctx.metrics.coalescedWaiter();
+        flight.state.deadline = Math.max(flight.state.deadline, call.deadline);
+        flight.state.marginMs = Math.max(flight.state.marginMs, marginMs);
+      }
+      const served = await waitWithin(flight.promise, call.deadline, call.signal, ctx.clock, () =>
+        exchangeInProgress(ref),
+      );
+      return result(ctx, ref, served);
+    },
+    idle: () => flights.idle(),
+  };
+}
+
+/** The provider's client, when it has the downstream. @throws INVALID_REQUEST naming `downstream` */
+function downstreamIdp(idps: IdpRegistry, input: DownstreamTokenInput): IdpClient {
+  const idp = idps.get(input.provider);
+  if (idp.exchange === undefined || !(idp.downstreams ?? []).includes(input.downstream)) {
+    throw invalidRequest([
+      {
+        field: 'downstream',
+        description: `unknown downstream ${JSON.stringify(input.downstream.slice(0, 64))} of provider ${JSON.stringify(input.provider)}`,
+      },
+    ]);
+  }
+  return idp;
+}
+
+function result(ctx: DownstreamContext, ref: SubjectRef, served: Served): DownstreamTokenResult {
+  const { record } = served;
+  ctx.metrics.downstreamServed(
+    ref.provider,
+    ref.downstream!,
+    served.source === 'CACHED' ? 'cached' : 'exchanged',
+  );
+  ctx.metrics.tokenServed(record.expiresAt - ctx.clock.now());
+  return {
+    accessToken: record.accessToken,
+    tokenType: record.tokenType,
+    expiresAt: new Date(record.expiresAt),
+    scopes: record.scopes,
+    source: served.source,
+    issuedTokenType: record.issuedTokenType ?? ACCESS_TOKEN_TYPE_URI,
+    degraded: served.degraded,
+  };
+}
+
+/**
+ * The cached downstream record. One that cannot be opened (key lost, tampered) is not a reason
+ * to log the user out: it is deleted and exchanged anew.
+ */
+async function readCached(ctx: DownstreamContext, ref: SubjectRef): Promise<TokenRecord | undefined> {
+  try {
+    return await countStoreErrors(ctx.metrics, 'get', ctx.store.getToken(ref));
+  } catch (err) {
+    if (!isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) throw err;
+    log(ctx, ref).warn({ err }, 'cached downstream token cannot be opened; exchanging anew');
+    await countStoreErrors(ctx.metrics, 'delete', ctx.store.deleteToken(ref));
+    return undefined;
+  }
+}
+
+/**
+ * A record the flight may hand out: valid for the largest margin asked, or a newer generation
+ * than the stale one (a peer just exchanged, and exchanging again could not do better) that has
+ * not expired.
+ */
+function usable(ctx: DownstreamContext, rec: TokenRecord, state: FlightState): boolean {
+  const left = rec.expiresAt - ctx.clock.now();
+  return left > state.marginMs || (rec.generation !== state.staleGeneration && left > 0);
+}
+
+function served(rec: TokenRecord, state: FlightState): Served {
+  return {
+    record: rec,
+    source: rec.generation === state.staleGeneration ? 'CACHED' : 'EXCHANGED',
+    degraded: false,
+  };
+}
+
+function log(ctx: DownstreamContext, ref: SubjectRef): Logger {
+  return ctx.logger.child({
+    provider: ref.provider,
+    downstream: ref.downstream,
+    user: hashUserId(ref.userId),
+  });
+}
+
+function count(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+  state: FlightState,
+  outcome: ExchangeOutcome,
+  cause?: string,
+): void {
+  ctx.metrics.exchange(ref.provider, ref.downstream!, outcome);
+  ctx.audit.record({
+    event: 'token_exchange',
+    outcome: auditOutcome[outcome],
+    caller: state.ctx.caller,
+    rpc: 'GetDownstreamToken',
+    userId: ref.userId,
+    provider: ref.provider,
+    downstream: ref.downstream,
+    cause,
+    requestId: state.ctx.requestId,
+  });
+}
+
+/** One flight: the lock loop around one exchange at the IdP. */
+function exchangeOnce(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  state: FlightState,
+): Promise<Served> {
+  return withUserLock(ctx, ref, {
+    deadline: () => state.deadline,
+    timedOut: () => exchangeInProgress(ref),
+    afterWait: async () => {
+      const rec = await readCached(ctx, ref);
+      return rec !== undefined && usable(ctx, rec, state) ? served(rec, state) : undefined;
+    },
+    underLock: (owner) => exchangeUnderLock(ctx, ref, idp, state, owner),
+  });
+}
+
+async function exchangeUnderLock(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  state: FlightState,
+  owner: string,
+): Promise<Served> {
+  // Double-check under the lock: the previous holder may have exchanged already.
+  const rec = await readCached(ctx, ref);
+  if (rec !== undefined && usable(ctx, rec, state)) return served(rec, state);
+  // The subject token, valid for at least the margin asked of the downstream token: IdPs commonly
+  // cap an exchanged token's lifetime at the subject token's.
+  const subject = await ctx.subjectTokens.getValidSubjectToken(
+    { provider: ref.provider, userId: ref.userId, minValidForMs: state.marginMs },
+    state.ctx,
+  );
+  let tokens: ExchangedToken;
+  try {
+    tokens = await idp.exchange!(ref.downstream!, subject.accessToken);
+  } catch (err) {
+    return exchangeFailed(ctx, ref, state, rec, err);
+  }
+  return write(ctx, ref, state, rec, owner, tokens);
+}
+
+async function write(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+  state: FlightState,
+  rec: TokenRecord | undefined,
+  owner: string,
+  tokens: ExchangedToken,
+): Promise<Served> {
+  const now = ctx.clock.now();
+  const next: NewTokenRecord = {
+    accessToken: tokens.accessToken,
+    refreshToken: undefined,
+    tokenType: tokens.tokenType ?? DEFAULT_TOKEN_TYPE,
+    expiresAt: tokens.expiresAt,
+    refreshExpiresAt: undefined,
+    scopes: tokens.scopes ?? [],
+    idToken: undefined,
+    obtainedVia: 'exchange',
+    updatedAt: now,
+    subject: undefined,
+    issuedTokenType: tokens.issuedTokenType,
+  };
+  // The record lives as long as the token: there is no refresh token to outlive it.
+  const ttlMs = Math.max(MIN_RECORD_TTL_MS, next.expiresAt - now);
+  const fresh = (generation: number): Served => ({
+    record: { ...next, generation },
+    source: 'EXCHANGED',
+    degraded: false,
+  });
+  let generation: number | undefined;
+  let fencedByRecord = rec !== undefined;
+  try {
+    if (rec !== undefined) {
+      const landed = await countStoreErrors(
+        ctx.metrics,
+        'put_fenced',
+        ctx.store.putTokenFenced(ref, owner, rec.generation, next, ttlMs),
+      );
+      if (landed) generation = rec.generation + 1;
+      else {
+        // The fence held: a peer wrote after our lease ran out, or the record is gone (revoked,
+        // or expired with its token while the IdP call was in flight).
+        const current = await readCached(ctx, ref);
+        if (current !== undefined) {
+          count(ctx, ref, state, 'fenced');
+          return current.expiresAt > now ? served(current, state) : fresh(0);
+        }
+        fencedByRecord = false;
+      }
+    }
+    if (!fencedByRecord) {
+      generation = await countStoreErrors(ctx.metrics, 'put', ctx.store.putToken(ref, next, ttlMs));
+    }
+  } catch (err) {
+    // The IdP has issued the token; failing the call would waste it. The next call exchanges again.
+    count(ctx, ref, state, 'exchanged');
+    log(ctx, ref).error({ err }, 'exchanged downstream token could not be stored; serving it unsaved');
+    return fresh(0);
+  }
+  // A write over no record is not fenced by one. A revoke deletes the subject record before the
+  // downstream ones; if the subject is gone now, the user was revoked while the IdP call was in
+  // flight, and the token just written must not outlive that.
+  if (!fencedByRecord && !(await subjectStillStored(ctx, ref))) {
+    await countStoreErrors(ctx.metrics, 'delete', ctx.store.deleteTokenIfGeneration(ref, generation!));
+    count(ctx, ref, state, 'fenced');
+    throw reauthRequired(ReauthCause.NO_TOKEN, { provider: ref.provider, userId: ref.userId });
+  }
+  count(ctx, ref, state, 'exchanged');
+  return fresh(generation!);
+}
+
+async function subjectStillStored(ctx: DownstreamContext, ref: SubjectRef): Promise<boolean> {
+  try {
+    return (await ctx.store.getToken({ provider: ref.provider, userId: ref.userId })) !== undefined;
+  } catch (err) {
+    // A subject record that exists but cannot be opened still exists.
+    if (isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) return true;
+    throw err;
+  }
+}
+
+function exchangeFailed(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+  state: FlightState,
+  rec: TokenRecord | undefined,
+  err: unknown,
+): Served {
+  const metadata = { provider: ref.provider, userId: ref.userId, downstream: ref.downstream! };
+  if (err instanceof IdpError && err.kind === 'rejected') {
+    count(ctx, ref, state, 'rejected', err.oauthError);
+    log(ctx, ref).info({ oauthError: err.oauthError }, 'token exchange rejected by the identity provider');
+    if (err.invalidResponse) {
+      throw new BrokerError(
+        ErrorReason.EXCHANGE_REJECTED,
+        "the identity provider's token exchange response failed verification",
+        { metadata: { ...metadata, cause: INVALID_IDP_RESPONSE }, cause: err },
+      );
+    }
+    // RFC 8693 §2.2.2: invalid_request, invalid_target, invalid_grant, invalid_scope, … — only
+    // the code goes back, never the IdP's description.
+    throw new BrokerError(
+      ErrorReason.EXCHANGE_REJECTED,
+      'the identity provider refused to exchange the subject token for this downstream',
+      { metadata: { ...metadata, idpError: err.oauthError ?? 'unknown' }, cause: err },
+    );
+  }
+  const transient = err instanceof IdpError && err.kind === 'unavailable';
+  count(ctx, ref, state, transient ? 'unavailable' : 'error');
+  if (transient) log(ctx, ref).warn({ err }, 'identity provider unavailable for token exchange');
+  else log(ctx, ref).error({ err }, 'token exchange failed unexpectedly');
+  // An unexpired cached token is not stale: an outage does not take the downstream away.
+  if (rec !== undefined && rec.expiresAt > ctx.clock.now()) {
+    return { record: rec, source: 'CACHED', degraded: true };
+  }
+  throw new BrokerError(
+    ErrorReason.IDP_UNAVAILABLE,
+    'the identity provider is unavailable; try again later',
+    {
+      metadata,
+      retryAfterMs: (transient ? err.retryAfterMs : undefined) ?? DEFAULT_EXCHANGE_RETRY_MS,
+      cause: err,
+    },
+  );
+}
+
+/** DEADLINE_EXCEEDED / REFRESH_IN_PROGRESS: another caller's exchange outlived this call's deadline. */
+function exchangeInProgress(ref: SubjectRef): BrokerError {
+  return new BrokerError(
+    ErrorReason.REFRESH_IN_PROGRESS,
+    'the downstream token is being exchanged and the wait would outlive the call deadline',
+    { metadata: { provider: ref.provider, userId: ref.userId, downstream: ref.downstream ?? '' } },
+  );
+}
