@@ -13,6 +13,8 @@
 // for that configured downstream API, exchanged from the user's token (GetDownstreamToken: RFC 8693
 // token exchange or Entra on-behalf-of).
 //
+// A caller configured with an API key passes it in the environment: CREDBROKER_API_KEY.
+//
 // It prints one JSON line and exits with 0 (a token, printed as its SHA-256 fingerprint: a bearer
 // token never belongs in output or logs), 2 (REAUTH_REQUIRED: send the user to log in again; the
 // cause says why), 3 (a retryable error persisted after the retries), 4 (EXCHANGE_REJECTED: the
@@ -37,6 +39,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -87,8 +90,14 @@ func decodeError(err error) brokerError {
 // call runs a unary RPC with a 5 s deadline, retrying retryable reasons after their RetryInfo
 // delay; it returns the response, or the decoded error once it is not retryable or attempts run out.
 func call[Res any](attempts int, rpc func(context.Context) (Res, error)) (Res, *brokerError) {
+	base := context.Background()
+	// A caller identified by an API key (callers[].api_key_sha256) sends it as a bearer credential
+	// (RFC 6750 §2.1); the broker accepts one only over TLS unless it runs with insecure: true.
+	if key := os.Getenv("CREDBROKER_API_KEY"); key != "" {
+		base = metadata.AppendToOutgoingContext(base, "authorization", "Bearer "+key)
+	}
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(base, 5*time.Second)
 		res, err := rpc(ctx)
 		cancel()
 		if err == nil {

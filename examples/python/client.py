@@ -10,6 +10,8 @@ Generate the stubs from the repository's proto/ directory first (see docs/client
     PYTHONPATH=gen python3 examples/python/client.py --target localhost:50051 --user-id alice
     PYTHONPATH=gen python3 examples/python/client.py --target localhost:50051 --user-id alice --downstream orders
 
+A caller configured with an API key passes it in the environment: CREDBROKER_API_KEY.
+
 Without --downstream it gets the user's own access token (GetValidSubjectToken); with it, a token
 for that configured downstream API, exchanged from the user's token (GetDownstreamToken: RFC 8693
 token exchange or Entra on-behalf-of). Prints one JSON line and exits with
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,9 +93,13 @@ def decode_error(err: grpc.RpcError) -> BrokerError:
 def call(rpc, request, attempts: int = 3, deadline_s: float = 5.0):
     """Calls a unary RPC; returns the response, or the decoded error once it is not retryable or
     attempts run out."""
+    # A caller identified by an API key (callers[].api_key_sha256) sends it as a bearer credential
+    # (RFC 6750 §2.1); the broker accepts one only over TLS unless it runs with insecure: true.
+    api_key = os.environ.get("CREDBROKER_API_KEY", "")
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
     for attempt in range(1, attempts + 1):
         try:
-            return rpc(request, timeout=deadline_s)
+            return rpc(request, timeout=deadline_s, metadata=metadata)
         except grpc.RpcError as err:
             decoded = decode_error(err)
             if decoded.reason not in RETRYABLE_REASONS or attempt == attempts:

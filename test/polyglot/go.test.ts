@@ -7,9 +7,14 @@ describe('Go client (examples/go, GOPATH build against Debian grpc-go, stubs fro
   clientSuite(async () => {
     const binary = await buildGoClient();
     return (a) =>
-      runClient(binary, [
-        ...['-target', a.target, '-user-id', a.userId, '-provider', a.provider],
-        ...(a.attempts === undefined ? [] : ['-attempts', String(a.attempts)]),
-      ]);
+      runClient(
+        binary,
+        [
+          ...['-target', a.target, '-user-id', a.userId, '-provider', a.provider],
+          ...(a.attempts === undefined ? [] : ['-attempts', String(a.attempts)]),
+          ...(a.downstream === undefined ? [] : ['-downstream', a.downstream]),
+        ],
+        a.apiKey === undefined ? {} : { CREDBROKER_API_KEY: a.apiKey },
+      );
   });
 });

@@ -13,8 +13,9 @@ describe('Python client (examples/python, stubs from Debian protoc + grpc_python
           join(ROOT, 'examples/python/client.py'),
           ...['--target', a.target, '--user-id', a.userId, '--provider', a.provider],
           ...(a.attempts === undefined ? [] : ['--attempts', String(a.attempts)]),
+          ...(a.downstream === undefined ? [] : ['--downstream', a.downstream]),
         ],
-        { PYTHONPATH: pythonPath },
+        { PYTHONPATH: pythonPath, ...(a.apiKey === undefined ? {} : { CREDBROKER_API_KEY: a.apiKey }) },
       );
   });
 });
