@@ -47,7 +47,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   }
   // Providers before the store: a bad provider must not leave a Redis connection open.
   const idps = options.validated?.idps ?? (await createIdpRegistry(config, { logger }));
-  const store = createStore(config.store, keyRing, logger);
+  const store = createStore(config.store, keyRing, logger, options.metrics);
   const login = createLoginFlow({
     store,
     idps,

@@ -43,10 +43,27 @@ export interface BrokerMetrics {
   storeError(op: StoreOperation): void;
   /** A token was handed to a caller with `remainingMs` of lifetime left. */
   tokenServed(remainingMs: number): void;
+  /**
+   * Not a domain event: the composition root hands these hooks to the store too, and a store
+   * with a record cache registers where its counters are read from, at scrape time (the hot
+   * path only bumps plain numbers).
+   */
+  storeCache?(read: () => StoreCacheCounts): void;
   /** One token exchange for `downstream` of `provider` ended with `outcome`. */
   exchange(provider: string, downstream: string, outcome: ExchangeOutcome): void;
   /** GetDownstreamToken served a downstream token from the store (`cached`) or just exchanged. */
   downstreamServed(provider: string, downstream: string, source: 'cached' | 'exchanged'): void;
+}
+
+/** The Redis store's record cache, read at scrape time (src/store/record-cache.ts). */
+export interface StoreCacheCounts {
+  readonly hits: number;
+  readonly misses: number;
+  readonly invalidations: number;
+  readonly flushes: number;
+  readonly entries: number;
+  /** Whether the cache serves (its invalidation link is up). */
+  readonly active: boolean;
 }
 
 /** Discards everything: the default for unit tests and for code paths without metrics. */

@@ -11,7 +11,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { status } from '@grpc/grpc-js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BrokerMetrics } from '../broker/metrics.js';
+import type { BrokerMetrics, StoreCacheCounts } from '../broker/metrics.js';
 import type { Logger } from '../logger.js';
 import type { CallObserver } from './call.js';
 
@@ -25,6 +25,12 @@ export const METRIC_NAMES = {
   coalescedWaiters: 'credbroker_coalesced_waiters_total',
   storeErrors: 'credbroker_store_errors_total',
   storeUp: 'credbroker_store_up',
+  storeCacheHits: 'credbroker_store_cache_hits_total',
+  storeCacheMisses: 'credbroker_store_cache_misses_total',
+  storeCacheInvalidations: 'credbroker_store_cache_invalidations_total',
+  storeCacheFlushes: 'credbroker_store_cache_flushes_total',
+  storeCacheEntries: 'credbroker_store_cache_entries',
+  storeCacheActive: 'credbroker_store_cache_active',
   tokenRemaining: 'credbroker_token_remaining_lifetime_seconds',
   exchanges: 'credbroker_token_exchanges_total',
   downstreamServed: 'credbroker_downstream_tokens_served_total',
@@ -122,6 +128,51 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
   storeUp.set(1);
+  // The store's record cache keeps plain counters; these series copy them at scrape time.
+  let readCache: (() => StoreCacheCounts) | undefined;
+  const cacheCounter = (name: string, help: string, pick: (c: StoreCacheCounts) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const counts = readCache?.();
+        if (counts) this.inc(pick(counts));
+      },
+    });
+  cacheCounter(
+    METRIC_NAMES.storeCacheHits,
+    'Token record reads served from the record cache.',
+    (c) => c.hits,
+  );
+  cacheCounter(METRIC_NAMES.storeCacheMisses, 'Token record reads that went to Redis.', (c) => c.misses);
+  cacheCounter(
+    METRIC_NAMES.storeCacheInvalidations,
+    'Cached records dropped because they changed in Redis (any replica).',
+    (c) => c.invalidations,
+  );
+  cacheCounter(
+    METRIC_NAMES.storeCacheFlushes,
+    'Whole record cache drops (invalidation link lost or re-established, topology change, FLUSHALL).',
+    (c) => c.flushes,
+  );
+  new Gauge({
+    name: METRIC_NAMES.storeCacheEntries,
+    help: 'Token records in the record cache.',
+    registers: [registry],
+    collect() {
+      this.set(readCache?.().entries ?? 0);
+    },
+  });
+  new Gauge({
+    name: METRIC_NAMES.storeCacheActive,
+    help: '1 while the record cache serves (its invalidation link is up), else 0 (off or link down).',
+    registers: [registry],
+    collect() {
+      this.set(readCache?.().active ? 1 : 0);
+    },
+  });
   const tokenRemaining = new Histogram({
     name: METRIC_NAMES.tokenRemaining,
     help: 'Lifetime left on access tokens when served, in seconds.',
@@ -163,6 +214,9 @@ export function createMetrics(): Metrics {
     coalescedWaiter: () => coalesced.inc(),
     storeError: (op) => storeErrors.inc({ op }),
     tokenServed: (remainingMs) => tokenRemaining.observe(Math.max(0, remainingMs) / 1000),
+    storeCache: (read) => {
+      readCache = read;
+    },
     exchange: (provider, downstream, outcome) => exchanges.inc({ provider, downstream, outcome }),
     downstreamServed: (provider, downstream, source) =>
       downstreamServed.inc({ provider, downstream, source }),

@@ -245,7 +245,10 @@ async function readThrough(
     if (read === null) return undefined;
     const [g, v, pttl] = read;
     const readAt = Date.now();
+    // Every hit hands out this same object: frozen, so no caller can change another's record.
     record = open(ctx, r, ref, v, Number(g.toString()));
+    Object.freeze(record.scopes);
+    Object.freeze(record);
     // No TTL (-1) never happens for a record this store wrote; serve it until invalidated.
     deadline = pttl >= 0 ? readAt + pttl : Number.POSITIVE_INFINITY;
     return record;
