@@ -36,6 +36,8 @@ export interface LoadOptions {
   readonly label: string;
   /** Fixed request rate per connection (open-ish loop); unset: as fast as the server answers. */
   readonly rpsPerConnection?: number;
+  /** Send exactly this many requests instead of running for `durationS` (no warm-up then). */
+  readonly requests?: number;
 }
 
 export interface LoadResult {
@@ -78,9 +80,9 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
       String(options.streams),
       '-t',
       '1',
-      '-D',
-      `${options.durationS}s`,
-      `--warm-up-time=${options.warmupS}s`,
+      ...(options.requests === undefined
+        ? ['-D', `${options.durationS}s`, `--warm-up-time=${options.warmupS}s`]
+        : ['-n', String(options.requests)]),
       `--log-file=${log}`,
       ...(options.rpsPerConnection === undefined ? [] : [`--rps=${options.rpsPerConnection}`]),
     ],

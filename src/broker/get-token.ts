@@ -9,9 +9,9 @@ import type { TokenStore } from '../core/token-store.js';
 import type { BrokerApi, GetTokenResult } from './api.js';
 import { noAudit, type AuditLog } from './audit.js';
 import { systemClock, type Clock } from '../core/clock.js';
-import { ReauthCause, reauthRequired, type SubjectRef } from '../core/errors.js';
+import { ErrorReason, isBrokerError, ReauthCause, reauthRequired, type SubjectRef } from '../core/errors.js';
 import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
-import { countStoreErrors, createRefresher, type ServedToken } from './refresh.js';
+import { createRefresher, type ServedToken } from './refresh.js';
 import { revokeSubjectToken } from './revoke.js';
 
 /** DESIGN §3: records whose refresh token has no known expiry are kept at most 30 days. */
@@ -75,8 +75,15 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       if (!storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, ref);
       const idp = idps.get(input.provider);
       const marginMs = Math.max(input.minValidForMs, idp.skewMs);
-      // The hot path: exactly one store read. UNDECRYPTABLE is thrown by the store.
-      const rec = await countStoreErrors(metrics, 'get', store.getToken(ref));
+      // The hot path: exactly one store read. UNDECRYPTABLE is thrown by the store. Counted as
+      // countStoreErrors does, without its per-call closure and extra promise.
+      let rec: Awaited<ReturnType<TokenStore['getToken']>>;
+      try {
+        rec = await store.getToken(ref);
+      } catch (err) {
+        if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) metrics.storeError('get');
+        throw err;
+      }
       if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
       if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false);
       const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);

@@ -44,13 +44,14 @@ export interface ProviderResolver {
   readonly downstreams?: Readonly<Record<string, readonly string[]>>;
 }
 
+/** Collects bad fields; a valid request allocates no list (the hot path validates every call). */
 class Violations {
-  readonly list: FieldViolation[] = [];
+  private list: FieldViolation[] | undefined = undefined;
   add(field: string, description: string): void {
-    this.list.push({ field, description });
+    (this.list ??= []).push({ field, description });
   }
   throwIfAny(): void {
-    if (this.list.length > 0) throw invalidRequest(this.list);
+    if (this.list !== undefined) throw invalidRequest(this.list);
   }
 }
 
@@ -78,7 +79,8 @@ function userId(v: Violations, value: string, required: boolean): string | undef
     if (required) v.add('user_id', 'required (1 to 256 bytes of UTF-8)');
     return undefined;
   }
-  if (Buffer.byteLength(value, 'utf8') > MAX_USER_ID_BYTES) {
+  // A UTF-16 code unit is at most 3 bytes of UTF-8: short ids need no byte count.
+  if (value.length * 3 > MAX_USER_ID_BYTES && Buffer.byteLength(value, 'utf8') > MAX_USER_ID_BYTES) {
     v.add('user_id', `must be at most ${MAX_USER_ID_BYTES} bytes of UTF-8`);
   } else if (value.includes('\uFFFD')) {
     v.add('user_id', 'must be valid UTF-8');

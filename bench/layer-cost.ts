@@ -1,0 +1,153 @@
+/**
+ * `npx tsx bench/layer-cost.ts [--requests=N] [--rounds=R] [--cpu-prof] [--before=DIR]`: what the
+ * broker's gRPC server layer costs per call over bare grpc-js, measured as CPU time rather than
+ * throughput so that it stays comparable on a machine shared with other work.
+ *
+ * Compiles the repository with tsc (as production runs: no tsx, no esbuild helpers) into
+ * .tmp/layer-cost/build, starts the echo baseline (bench/echo-server.ts) and the server-layer
+ * diagnostic (bench/server-layer.ts: the real BrokerServer, production logger, metrics and
+ * audit, constant domain answer), sends each exactly N requests with h2load (4 connections × 16
+ * streams, after a warm-up of N/4), rounds interleaved, and prints each process's user+system
+ * CPU per call (/proc/PID/stat). `--before=DIR`: also the server layer of another compiled tree
+ * (e.g. an older commit: `git archive <rev> | tar -x -C DIR`, `tsc --outDir DIR/.tmp/build`),
+ * measured in the same rounds. With `--cpu-prof` the current server layer runs under
+ * `node --cpu-prof` and the top self-time functions of the measured requests are printed in µs
+ * per call (percent of busy samples × CPU per call).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
+import { cpuSeconds, helperPort, ROOT, spawnNode, type Child } from './lib/processes.js';
+import { h2load } from './load.js';
+import { summariseProfile, type ProfileWindow } from './profile.js';
+
+const TOKEN_LENGTH = 900;
+const METHOD_PATH = '/credbroker.v1.CredentialBroker/GetValidSubjectToken';
+
+function option(name: string, fallback: number): number {
+  const given = process.argv.find((a) => a.startsWith(`--${name}=`));
+  return given === undefined ? fallback : Number(given.slice(name.length + 3));
+}
+
+const requests = option('requests', 40_000);
+const rounds = option('rounds', 3);
+const cpuProf = process.argv.includes('--cpu-prof');
+const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
+const work = join(ROOT, '.tmp/layer-cost');
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+const profDir = join(work, 'prof');
+
+const request = GetValidSubjectTokenRequest.encode({
+  userId: 'user-00007@example.com',
+  provider: 'corp',
+  minValidFor: { seconds: 60, nanos: 0 },
+}).finish();
+
+const build = join(work, 'build');
+const tsc = spawnSync(
+  process.execPath,
+  [
+    'node_modules/typescript/bin/tsc',
+    '-p',
+    'tsconfig.json',
+    '--noEmit',
+    'false',
+    '--outDir',
+    build,
+    '--sourceMap',
+    'false',
+  ],
+  { cwd: ROOT, encoding: 'utf8' },
+);
+// Type errors elsewhere (work in progress) do not stop the emit; a missing file does.
+if (!existsSync(join(build, 'bench/server-layer.js'))) throw new Error(`tsc did not emit: ${tsc.stdout}`);
+writeFileSync(join(build, 'package.json'), '{"type":"module"}\n');
+// Reflection loads proto/ two levels above src/server/, as from dist/server/.
+symlinkSync(join(ROOT, 'proto'), join(build, 'proto'));
+
+const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], {}, { stdout: 'pipe' });
+const layer = spawnNode(
+  join(build, 'bench/server-layer.js'),
+  [String(TOKEN_LENGTH)],
+  {},
+  { stdout: 'ignore', nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] },
+);
+const targets: { name: string; child: Child; address: string }[] = [
+  { name: 'echo', child: echo, address: `127.0.0.1:${await helperPort(echo, 'stdout')}` },
+  { name: 'server layer', child: layer, address: `127.0.0.1:${await helperPort(layer, 'stderr')}` },
+];
+if (before !== undefined) {
+  const old = spawnNode(
+    join(before, 'bench/server-layer.js'),
+    [String(TOKEN_LENGTH)],
+    {},
+    { stdout: 'ignore' },
+  );
+  targets.push({ name: 'before', child: old, address: `127.0.0.1:${await helperPort(old, 'stderr')}` });
+}
+
+async function cpuPerCall(target: (typeof targets)[number], n: number, label: string): Promise<number> {
+  const pid = target.child.proc.pid!;
+  const cpu0 = cpuSeconds(pid);
+  const r = await h2load({
+    address: target.address,
+    path: METHOD_PATH,
+    request,
+    connections: 4,
+    streams: 16,
+    durationS: 0,
+    warmupS: 0,
+    requests: n,
+    workDir: work,
+    label,
+  });
+  if (r.failed > 0 || r.http200 !== n)
+    throw new Error(`${label}: ${r.failed} failed, ${r.http200}/${n} HTTP 200`);
+  return ((cpuSeconds(pid) - cpu0) * 1e6) / n;
+}
+
+const windows: ProfileWindow[] = [];
+const perCall: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+try {
+  for (const t of targets) await cpuPerCall(t, Math.ceil(requests / 4), `warmup-${t.name.replace(' ', '-')}`);
+  for (let round = 1; round <= rounds; round++) {
+    for (const t of targets) {
+      const startNs = process.hrtime.bigint();
+      perCall[t.name]!.push(await cpuPerCall(t, requests, `${t.name.replace(' ', '-')}-${round}`));
+      if (t.name === 'server layer') windows.push({ startNs, endNs: process.hrtime.bigint() });
+    }
+    console.log(
+      `round ${round}: CPU µs/call  ${targets.map((t) => `${t.name} ${perCall[t.name]!.at(-1)!.toFixed(1)}`).join('  ')}`,
+    );
+  }
+} finally {
+  await Promise.all(targets.map((t) => t.child.stop()));
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const echoUs = median(perCall.echo!);
+const layerUs = median(perCall['server layer']!);
+console.log(
+  `median CPU µs/call: echo ${echoUs.toFixed(1)}, server layer ${layerUs.toFixed(1)}, ` +
+    `server layer over echo ${(layerUs - echoUs).toFixed(1)} (${requests} requests × ${rounds} rounds)`,
+);
+if (before !== undefined) {
+  const beforeUs = median(perCall.before!);
+  console.log(`before: ${beforeUs.toFixed(1)} µs/call, over echo ${(beforeUs - echoUs).toFixed(1)}`);
+}
+if (cpuProf) {
+  const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+  if (file) {
+    const profile = summariseProfile(join(profDir, file), windows);
+    const us = (percent: number) => ((percent / 100) * layerUs).toFixed(1).padStart(6);
+    console.log(
+      `server layer profile (measured rounds, busy ${profile.busyPercentOfWall}% of wall), self time µs/call:`,
+    );
+    for (const a of profile.byArea)
+      console.log(`  ${us(a.percent)}  ${a.percent.toFixed(1).padStart(5)}%  ${a.area}`);
+    console.log('  top functions:');
+    for (const f of profile.topFunctions)
+      console.log(`  ${us(f.percent)}  ${f.percent.toFixed(1).padStart(5)}%  ${f.name}  ${f.location}`);
+  }
+}
