@@ -126,6 +126,7 @@ type token interface {
 	GetIssuedTokenType() string
 	GetExpiresAt() *timestamppb.Timestamp
 	GetScopes() []string
+	GetDegraded() bool
 }
 
 // canonical names a status code as the gRPC spec does (FAILED_PRECONDITION), like other languages.
@@ -190,7 +191,8 @@ func main() {
 
 	switch {
 	case bErr == nil:
-		// Use tok.GetAccessToken() now; never cache it past its expiry.
+		// Use tok.GetAccessToken() now; never cache it past its expiry. Degraded: the IdP was
+		// unreachable and the token has less left than asked for; use it now, don't keep it.
 		sum := sha256.Sum256([]byte(tok.GetAccessToken()))
 		printJSON(map[string]any{
 			"outcome":         "token",
@@ -200,6 +202,7 @@ func main() {
 			"expiresAt":       tok.GetExpiresAt().AsTime().UTC().Format(time.RFC3339Nano),
 			"source":          source,
 			"scopes":          tok.GetScopes(),
+			"degraded":        tok.GetDegraded(),
 		})
 	case bErr.Reason == reauthRequired:
 		// The user must log in again (for a downstream token too: it is exchanged from the user's

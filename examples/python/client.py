@@ -163,7 +163,8 @@ def main(argv: list[str]) -> int:
             result = get_token(stub, args.user_id, args.provider, args.min_valid_for, args.attempts)
 
     if not isinstance(result, BrokerError):
-        # Use result.access_token now; never cache it past result.expires_at.
+        # Use result.access_token now; never cache it past result.expires_at. degraded: the IdP
+        # was unreachable and the token has less left than asked for; use it now, don't keep it.
         sources = broker_pb2.DownstreamTokenSource if args.downstream else broker_pb2.TokenSource
         print(json.dumps({
             "outcome": "token",
@@ -173,6 +174,7 @@ def main(argv: list[str]) -> int:
             "expiresAt": result.expires_at.ToJsonString(),
             "source": sources.Name(result.source),
             "scopes": list(result.scopes),
+            "degraded": result.degraded,
         }))
         return 0
     if result.reason == REAUTH_REQUIRED:

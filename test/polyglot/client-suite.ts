@@ -81,6 +81,7 @@ export function clientSuite(build: BuildClient): void {
     assert.equal(run.output.tokenType, 'Bearer');
     assert.equal(run.output.source, 'TOKEN_SOURCE_STORED');
     assert.deepEqual(run.output.scopes, ['openid', 'profile']);
+    assert.equal(run.output.degraded, false);
     assert.equal(new Date(run.output.expiresAt as string).getTime(), broker!.expiresAt.getTime());
   });
 
@@ -124,6 +125,8 @@ export function clientSuite(build: BuildClient): void {
       assert.equal(run.output.source, 'DOWNSTREAM_TOKEN_SOURCE_EXCHANGED');
       assert.equal(run.output.tokenType, 'Bearer');
       assert.equal(run.output.issuedTokenType, 'urn:ietf:params:oauth:token-type:access_token');
+      assert.equal(run.output.degraded, false);
+      assert.deepEqual(run.output.scopes, ['api'], 'the scopes the IdP granted');
       // The token the client got is the one the IdP issued for the exchange (not the user's own).
       const issued = exchanges().slice(before);
       assert.equal(issued.length, 1, 'one exchange at the IdP');
