@@ -226,7 +226,8 @@ describe('Redis store record cache', () => {
   cacheSuite(
     'standalone',
     async () => {
-      const server: RedisServer = await startRedis();
+      // DEBUG SLEEP stalls the server without closing a connection: a silent partition.
+      const server: RedisServer = await startRedis(['--enable-debug-command', 'yes']);
       return {
         config: storeConfig({ CREDBROKER_REDIS_URL: server.url }),
         masters: [new Redis(server.url)],
@@ -246,6 +247,33 @@ describe('Redis store record cache', () => {
           await topology().masters[0]!.flushall();
           await waitUntil('dropped', () => cacheOf(store).stats().flushes > flushes);
           assert.equal(await store.getToken(ref), undefined);
+        } finally {
+          await store.close();
+        }
+      });
+
+      it('drops the cache when a heartbeat goes unanswered (Redis stalled, connections open)', async () => {
+        const store = openStore(topology().config); // heartbeat 200 ms, command timeout 1 s
+        try {
+          const ref = freshRef();
+          await store.putToken(ref, sampleRecord(), HOUR);
+          await waitUntil('a read is served from the cache', async () => {
+            const hits = cacheOf(store).stats().hits;
+            await store.getToken(ref);
+            return cacheOf(store).stats().hits > hits;
+          });
+          const flushes = cacheOf(store).stats().flushes;
+          const stalledFor = 3_000;
+          const stalled = performance.now();
+          const stall = topology().masters[0]!.call('DEBUG', 'SLEEP', String(stalledFor / 1000));
+          await waitUntil('the cache is dropped', () => cacheOf(store).stats().flushes > flushes);
+          const ms = performance.now() - stalled;
+          assert.equal(cacheOf(store).active, false);
+          assert.ok(ms < stalledFor - 500, `dropped ${ms.toFixed(0)} ms into a ${stalledFor} ms stall`);
+          await stall;
+          await waitUntil('the link is back', () => cacheOf(store).active);
+          assert.equal((await store.getToken(ref))?.accessToken !== undefined, true);
+          console.log(`      [standalone] cache dropped ${ms.toFixed(0)} ms into a silent stall`);
         } finally {
           await store.close();
         }
