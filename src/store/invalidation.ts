@@ -29,6 +29,11 @@ import type { RecordCache } from './record-cache.js';
 import type { NodeAddress, RedisConnections } from './redis-connection.js';
 
 export const INVALIDATION_CHANNEL = '__redis__:invalidate';
+/**
+ * After failing to enable tracking (Redis < 6, an ACL without CLIENT TRACKING, a timeout), the
+ * link reconnects and tries again this much later; the cache stays off meanwhile.
+ */
+const REARM_DELAY_MS = 5_000;
 
 export interface InvalidationOptions {
   readonly connections: RedisConnections;
@@ -52,6 +57,8 @@ interface Link {
   up: boolean;
   /** Increments on every (re)connection: a late arming of an old connection is ignored. */
   round: number;
+  /** Failed armings in a row: only the first is logged as a warning. */
+  failures: number;
 }
 
 interface LinkContext {
@@ -128,7 +135,7 @@ function syncMasters(ctx: LinkContext, cluster: Cluster): void {
 function addLink(ctx: LinkContext, key: string, address: NodeAddress | undefined): void {
   const { connections, cache, logger } = ctx.options;
   const redis = connections.createTrackingConnection(address);
-  const link: Link = { key, redis, up: false, round: 0 };
+  const link: Link = { key, redis, up: false, round: 0, failures: 0 };
   ctx.links.set(key, link);
   redis.on('error', (err: Error) => logger?.debug({ err, node: key }, 'redis invalidation link error'));
   redis.on('ready', () => void arm(ctx, link));
@@ -154,14 +161,18 @@ async function arm(ctx: LinkContext, link: Link): Promise<void> {
     await link.redis.subscribe(INVALIDATION_CHANNEL);
     if (round !== link.round || ctx.closed || ctx.links.get(link.key) !== link) return;
     link.up = true;
+    link.failures = 0;
     update(ctx);
   } catch (err) {
-    ctx.options.logger?.warn(
-      { err, node: link.key },
-      'cannot enable Redis invalidations: record cache off on this link',
-    );
-    // Reconnect and try again: the cache stays off meanwhile.
-    if (round === link.round && !ctx.closed) link.redis.disconnect(true);
+    if (round !== link.round || ctx.closed) return;
+    const logger = ctx.options.logger;
+    const message = 'cannot enable Redis invalidations: the record cache is off until it can';
+    if (++link.failures === 1) logger?.warn({ err, node: link.key }, message);
+    else logger?.debug({ err, node: link.key }, message);
+    // Reconnect and try again later; the cache stays off meanwhile.
+    setTimeout(() => {
+      if (round === link.round && !ctx.closed) link.redis.disconnect(true);
+    }, REARM_DELAY_MS).unref();
   }
 }
 

@@ -40,11 +40,11 @@ export interface RedisStoreOptions {
   /** Every operation fails with STORE_UNAVAILABLE after this long. */
   readonly commandTimeoutMs: number;
   /** The record cache; undefined: off (every read goes to Redis). */
-  readonly cache?: RecordCacheOptions | undefined;
+  readonly cache?: StoreCacheOptions | undefined;
   readonly logger?: Logger | undefined;
 }
 
-export interface RecordCacheOptions {
+export interface StoreCacheOptions {
   /** Entries kept at most (LRU). */
   readonly maxEntries: number;
   /** Liveness PING interval on the invalidation link(s), ms. */

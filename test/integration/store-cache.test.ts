@@ -279,6 +279,33 @@ describe('Redis store record cache', () => {
         }
       });
 
+      it('stays off, reading Redis on every call, when Redis refuses CLIENT TRACKING (ACL)', async () => {
+        const admin = topology().masters[0]!;
+        await admin.call('ACL', 'SETUSER', 'nocache', 'on', '>pw', '~credbroker:*', '&*', '+@all', '-client');
+        const url = new URL(topology().config.redis_url!);
+        url.username = 'nocache';
+        url.password = 'pw';
+        const store = openStore(storeConfig({ CREDBROKER_REDIS_URL: url.toString() }));
+        try {
+          const ref = freshRef();
+          const g = await store.putToken(ref, sampleRecord(), HOUR);
+          // Redis's ACL log shows the refused CLIENT command of the invalidation link.
+          await waitUntil('the link was refused', async () => {
+            const log = JSON.stringify(await admin.call('ACL', 'LOG'));
+            return log.includes('nocache') && log.includes('client');
+          });
+          for (let i = 0; i < 20; i++) {
+            assert.equal((await store.getToken(ref))?.generation, g);
+            await sleep(10);
+          }
+          assert.equal(cacheOf(store).active, false);
+          assert.equal(cacheOf(store).stats().hits, 0);
+        } finally {
+          await store.close();
+          await admin.call('ACL', 'DELUSER', 'nocache');
+        }
+      });
+
       it('reads Redis on every call with the cache configured off', async () => {
         const store = createRedisStore({
           connections: connectRedis(topology().config)!,
