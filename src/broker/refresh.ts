@@ -1,6 +1,7 @@
 /**
  * Refresh under a per-user lock (DESIGN §4). Callers in one process share one flight per user;
- * flights on different processes meet at the store's lock: the holder refreshes at the IdP with
+ * flights on different processes meet at the store's lock (the loop is ./user-lock.ts, shared
+ * with downstream token exchange): the holder refreshes at the IdP with
  * its lease renewed while the call is in flight, writes the result fenced on its lock and the
  * generation it read, releases the lock and so wakes the waiters, who re-read the record.
  *
@@ -15,7 +16,7 @@ import { IdpError } from '../core/idp-client.js';
 import type { NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
 import type { CallContext, TokenSource } from './api.js';
 import type { AuditLog } from './audit.js';
-import { every, type Clock } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import {
   BrokerError,
   ErrorReason,
@@ -26,7 +27,8 @@ import {
 } from '../core/errors.js';
 import { mergeRefreshed, recordTtlMs } from './merge.js';
 import type { BrokerMetrics, RefreshOutcome, StoreOperation } from './metrics.js';
-import { createSingleflight, headroom, waitWithin } from './singleflight.js';
+import { createSingleflight, waitWithin, type Singleflight } from './singleflight.js';
+import { countStoreErrors, releaseLock, withUserLock, type UserLockContext } from './user-lock.js';
 
 /** RetryInfo when the IdP is unavailable and sent no Retry-After. */
 export const DEFAULT_IDP_RETRY_MS = 1000;
@@ -92,293 +94,284 @@ const auditOutcome: Record<RefreshOutcome, string> = {
   error: 'failed',
 };
 
+/** Everything the refresh functions need, explicitly (issue 13: no 275-line closure). */
+interface RefreshContext extends UserLockContext {
+  readonly maxRecordTtlMs: number;
+  readonly audit: AuditLog;
+  readonly flights: Singleflight<RefreshResult, FlightState>;
+}
+
 export function createRefresher(options: RefresherOptions): Refresher {
-  const { store, clock, lockLeaseMs, maxRecordTtlMs, logger, metrics } = options;
-  const flights = createSingleflight<RefreshResult, FlightState>();
-  /** A waiter re-checks at least this often, so a holder that died is noticed within a lease. */
-  const pollMs = Math.max(25, Math.floor(lockLeaseMs / 4));
-
-  /**
-   * A record the flight may hand out: a newer generation than the stale one (a peer or a login
-   * wrote it, and refreshing again could not do better) that has not expired, or any record with
-   * the margin asked for.
-   */
-  function usable(rec: TokenRecord, state: FlightState): boolean {
-    const left = rec.expiresAt - clock.now();
-    return left > state.marginMs || (rec.generation !== state.staleGeneration && left > 0);
-  }
-
-  function served(rec: TokenRecord, state: FlightState): RefreshResult {
-    return {
-      token: rec,
-      source: rec.generation === state.staleGeneration ? 'STORED' : 'REFRESHED',
-      degraded: false,
-    };
-  }
-
-  /** Counts a store operation that failed with STORE_UNAVAILABLE, and rethrows. */
-  function counted<T>(op: StoreOperation, operation: Promise<T>): Promise<T> {
-    return countStoreErrors(metrics, op, operation);
-  }
-
-  function log(ref: SubjectRef): Logger {
-    return logger.child({ provider: ref.provider, user: hashUserId(ref.userId) });
-  }
-
-  function count(ref: SubjectRef, state: FlightState, outcome: RefreshOutcome, cause?: string): void {
-    metrics.refresh(ref.provider, outcome);
-    options.audit.record({
-      event: 'refresh',
-      outcome: auditOutcome[outcome],
-      caller: state.caller,
-      rpc: 'GetValidSubjectToken',
-      userId: ref.userId,
-      provider: ref.provider,
-      cause,
-      requestId: state.requestId,
-    });
-  }
-
-  /** Takes the lock, or waits for its holder and re-reads, until the flight's deadline. */
-  async function runFlight(ref: SubjectRef, idp: IdpClient, state: FlightState): Promise<RefreshResult> {
-    const started = performance.now();
-    for (;;) {
-      const owner = await counted('lock', store.acquireLock(ref, lockLeaseMs));
-      if (owner !== undefined) {
-        metrics.lockWait(performance.now() - started);
-        return underLock(ref, idp, state, owner);
-      }
-      const left = state.deadline - clock.now();
-      const remaining = left - headroom(left);
-      if (remaining <= 0) {
-        metrics.lockWait(performance.now() - started);
-        throw refreshInProgress(ref);
-      }
-      // The holder publishes on release; the bounded wait covers a holder that died (its lease
-      // runs out) and a release published before this subscription.
-      await counted('wait', store.waitForUnlock(ref, Math.min(remaining, pollMs)));
-      const rec = await counted('get', store.getToken(ref));
-      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
-      if (usable(rec, state)) {
-        metrics.lockWait(performance.now() - started);
-        return served(rec, state);
-      }
-    }
-  }
-
-  async function underLock(
-    ref: SubjectRef,
-    idp: IdpClient,
-    state: FlightState,
-    owner: string,
-  ): Promise<RefreshResult> {
-    const renewal = every(clock, Math.max(1, Math.floor(lockLeaseMs / 3)), () => renew(ref, owner));
-    try {
-      // Double-check under the lock: the previous holder may have refreshed already.
-      const rec = await counted('get', store.getToken(ref));
-      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
-      if (usable(rec, state)) return served(rec, state);
-      if (rec.refreshToken === undefined || rec.refreshToken === '') {
-        throw reauthRequired(ReauthCause.NO_REFRESH_TOKEN, ref);
-      }
-      let tokens;
-      try {
-        tokens = await idp.refresh(rec.refreshToken);
-      } catch (err) {
-        return await refreshFailed(ref, state, rec, err);
-      }
-      return await write(ref, idp, state, rec, owner, tokens);
-    } finally {
-      renewal.cancel();
-      await release(ref, owner);
-    }
-  }
-
-  function renew(ref: SubjectRef, owner: string): void {
-    store.renewLock(ref, owner, lockLeaseMs).then(
-      (held) => {
-        if (!held)
-          log(ref).warn('refresh lock lost while the IdP call was in flight; the write will be fenced');
-      },
-      (err: unknown) => {
-        metrics.storeError('lock');
-        log(ref).warn({ err }, 'refresh lock renewal failed');
-      },
-    );
-  }
-
-  async function release(ref: SubjectRef, owner: string): Promise<void> {
-    try {
-      await store.releaseLock(ref, owner);
-    } catch (err) {
-      // The lease ends it anyway; waiters notice through their bounded wait.
-      metrics.storeError('unlock');
-      log(ref).warn({ err }, 'refresh lock release failed; it expires with its lease');
-    }
-  }
-
-  async function write(
-    ref: SubjectRef,
-    idp: IdpClient,
-    state: FlightState,
-    rec: TokenRecord,
-    owner: string,
-    tokens: Awaited<ReturnType<IdpClient['refresh']>>,
-  ): Promise<RefreshResult> {
-    const now = clock.now();
-    const next = mergeRefreshed(rec, tokens, now);
-    const fresh: RefreshResult = { token: next, source: 'REFRESHED', degraded: false };
-    let written: boolean;
-    try {
-      written = await fencedWrite(ref, owner, rec, next, now);
-    } catch (err) {
-      // The IdP has issued (and may have rotated) tokens; failing the call would waste them.
-      // The store keeps the old record: the next refresh may be rejected and ask for re-login.
-      count(ref, state, 'refreshed');
-      metrics.storeError('put_fenced');
-      log(ref).error({ err }, 'refreshed token could not be stored; serving it unsaved');
-      return fresh;
-    }
-    if (written) {
-      count(ref, state, 'refreshed');
-      return fresh;
-    }
-    const current = await counted('get', store.getToken(ref));
-    if (current === undefined) {
-      // Revoked while the IdP call was in flight: the record stays deleted, and the grant the
-      // refresh just produced is revoked too (RFC 7009), best-effort.
-      count(ref, state, 'fenced');
-      if (tokens.refreshToken !== undefined && tokens.refreshToken !== rec.refreshToken) {
-        void idp.revoke(tokens.refreshToken, 'refresh_token').catch(() => undefined);
-      }
-      throw reauthRequired(ReauthCause.NO_TOKEN, ref);
-    }
-    if (current.generation !== rec.generation) {
-      count(ref, state, 'fenced');
-      if (current.expiresAt > now) return served(current, state);
-      return fresh;
-    }
-    // The lease ran out during the IdP call (the holder stalled) but nobody has written since:
-    // take the lock again and store the new tokens, or a rotated refresh token would be lost.
-    if (await rewrite(ref, rec, next, now)) {
-      count(ref, state, 'refreshed');
-      return fresh;
-    }
-    count(ref, state, 'fenced');
-    log(ref).warn('refresh lock lost before the write; serving the refreshed token unsaved');
-    return fresh;
-  }
-
-  /** Writes `next` over exactly `rec`'s generation while `owner` holds the lock. */
-  function fencedWrite(
-    ref: SubjectRef,
-    owner: string,
-    rec: TokenRecord,
-    next: NewTokenRecord,
-    now: number,
-  ): Promise<boolean> {
-    return store.putTokenFenced(ref, owner, rec.generation, next, recordTtlMs(next, now, maxRecordTtlMs));
-  }
-
-  /** One more fenced write of `next` over `rec` under a freshly taken lock. @returns whether it landed */
-  async function rewrite(
-    ref: SubjectRef,
-    rec: TokenRecord,
-    next: NewTokenRecord,
-    now: number,
-  ): Promise<boolean> {
-    const owner = await counted('lock', store.acquireLock(ref, lockLeaseMs)).catch(() => undefined);
-    if (owner === undefined) return false;
-    try {
-      return await fencedWrite(ref, owner, rec, next, now);
-    } catch (err) {
-      metrics.storeError('put_fenced');
-      log(ref).warn({ err }, 'refreshed token could not be stored after the lock was lost');
-      return false;
-    } finally {
-      await release(ref, owner);
-    }
-  }
-
-  async function refreshFailed(
-    ref: SubjectRef,
-    state: FlightState,
-    rec: TokenRecord,
-    err: unknown,
-  ): Promise<RefreshResult> {
-    // An answer that failed verification (invalidResponse) is not the IdP refusing the grant:
-    // the grant may be fine, so it is handled like an outage, not by deleting the record.
-    if (err instanceof IdpError && err.kind === 'rejected' && !err.invalidResponse) {
-      // RFC 6749 §5.2 invalid_grant and friends: this grant is dead, unless someone replaced it
-      // meanwhile (a login while we were refreshing).
-      count(ref, state, 'rejected', err.oauthError);
-      log(ref).info({ oauthError: err.oauthError }, 'refresh rejected by the identity provider');
-      const current = await counted('get', store.getToken(ref));
-      if (current !== undefined && current.generation !== rec.generation && current.expiresAt > clock.now()) {
-        return served(current, state);
-      }
-      if (current !== undefined) await counted('delete', store.deleteTokenIfGeneration(ref, rec.generation));
-      throw reauthRequired(ReauthCause.REFRESH_REJECTED, ref, err);
-    }
-    // Network error, timeout, 5xx, 429 — or something unexpected: the grant may well be fine, so
-    // the record is kept. An unexpired token is not stale; an outage must not log users out.
-    const transient = err instanceof IdpError && err.kind === 'unavailable';
-    count(ref, state, transient ? 'unavailable' : 'error');
-    if (transient) log(ref).warn({ err }, 'identity provider unavailable for refresh');
-    else log(ref).error({ err }, 'refresh failed unexpectedly');
-    if (rec.expiresAt > clock.now()) return { token: rec, source: 'STORED', degraded: true };
-    throw new BrokerError(
-      ErrorReason.IDP_UNAVAILABLE,
-      'the identity provider is unavailable; try again later',
-      {
-        metadata: { provider: ref.provider, userId: ref.userId },
-        retryAfterMs: (transient ? err.retryAfterMs : undefined) ?? DEFAULT_IDP_RETRY_MS,
-        cause: err,
-      },
-    );
-  }
-
+  const ctx: RefreshContext = { ...options, flights: createSingleflight<RefreshResult, FlightState>() };
   return {
-    async refresh(ref, idp, seen, marginMs, ctx) {
-      const flight = flights.join(
-        JSON.stringify([ref.provider, ref.userId]),
-        () => ({
-          deadline: ctx.deadline,
-          marginMs,
-          staleGeneration: seen.generation,
-          requestId: ctx.requestId,
-          caller: ctx.caller,
-        }),
-        (state) =>
-          runFlight(ref, idp, state).catch((err: unknown) => {
-            if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) {
-              log(ref).warn({ err }, 'token store failed during refresh; every caller waiting on it fails');
-            }
-            throw err;
-          }),
-      );
-      if (!flight.leader) {
-        metrics.coalescedWaiter();
-        flight.state.deadline = Math.max(flight.state.deadline, ctx.deadline);
-        flight.state.marginMs = Math.max(flight.state.marginMs, marginMs);
-      }
-      return waitWithin(flight.promise, ctx.deadline, ctx.signal, clock, () => refreshInProgress(ref));
-    },
-    idle: () => flights.idle(),
+    refresh: (ref, idp, seen, marginMs, call) => refresh(ctx, ref, idp, seen, marginMs, call),
+    idle: () => ctx.flights.idle(),
   };
 }
 
-/** Counts `operation` in the store-errors metric when it fails with STORE_UNAVAILABLE; rethrows. */
-export function countStoreErrors<T>(
-  metrics: BrokerMetrics,
-  op: StoreOperation,
-  operation: Promise<T>,
-): Promise<T> {
-  return operation.catch((err: unknown) => {
-    if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) metrics.storeError(op);
-    throw err;
+/** Joins (or starts) the user's flight and waits for it until the caller's own deadline. */
+function refresh(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  seen: TokenRecord,
+  marginMs: number,
+  call: CallContext,
+): Promise<RefreshResult> {
+  const flight = ctx.flights.join(
+    JSON.stringify([ref.provider, ref.userId]),
+    () => ({
+      deadline: call.deadline,
+      marginMs,
+      staleGeneration: seen.generation,
+      requestId: call.requestId,
+      caller: call.caller,
+    }),
+    (state) =>
+      runFlight(ctx, ref, idp, state).catch((err: unknown) => {
+        if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) {
+          log(ctx, ref).warn({ err }, 'token store failed during refresh; every caller waiting on it fails');
+        }
+        throw err;
+      }),
+  );
+  if (!flight.leader) {
+    ctx.metrics.coalescedWaiter();
+    flight.state.deadline = Math.max(flight.state.deadline, call.deadline);
+    flight.state.marginMs = Math.max(flight.state.marginMs, marginMs);
+  }
+  return waitWithin(flight.promise, call.deadline, call.signal, ctx.clock, () => refreshInProgress(ref));
+}
+
+/**
+ * A record the flight may hand out: a newer generation than the stale one (a peer or a login
+ * wrote it, and refreshing again could not do better) that has not expired, or any record with
+ * the margin asked for.
+ */
+function usable(ctx: RefreshContext, rec: TokenRecord, state: FlightState): boolean {
+  const left = rec.expiresAt - ctx.clock.now();
+  return left > state.marginMs || (rec.generation !== state.staleGeneration && left > 0);
+}
+
+function served(rec: TokenRecord, state: FlightState): RefreshResult {
+  return {
+    token: rec,
+    source: rec.generation === state.staleGeneration ? 'STORED' : 'REFRESHED',
+    degraded: false,
+  };
+}
+
+/** Counts a store operation that failed with STORE_UNAVAILABLE, and rethrows. */
+function counted<T>(ctx: RefreshContext, op: StoreOperation, operation: Promise<T>): Promise<T> {
+  return countStoreErrors(ctx.metrics, op, operation);
+}
+
+function log(ctx: RefreshContext, ref: SubjectRef): Logger {
+  return ctx.logger.child({ provider: ref.provider, user: hashUserId(ref.userId) });
+}
+
+function count(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  state: FlightState,
+  outcome: RefreshOutcome,
+  cause?: string,
+): void {
+  ctx.metrics.refresh(ref.provider, outcome);
+  ctx.audit.record({
+    event: 'refresh',
+    outcome: auditOutcome[outcome],
+    caller: state.caller,
+    rpc: 'GetValidSubjectToken',
+    userId: ref.userId,
+    provider: ref.provider,
+    cause,
+    requestId: state.requestId,
   });
 }
+
+/** Takes the lock, or waits for its holder and re-reads, until the flight's deadline. */
+function runFlight(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  state: FlightState,
+): Promise<RefreshResult> {
+  return withUserLock(ctx, ref, {
+    deadline: () => state.deadline,
+    timedOut: () => refreshInProgress(ref),
+    afterWait: async () => {
+      const rec = await counted(ctx, 'get', ctx.store.getToken(ref));
+      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+      return usable(ctx, rec, state) ? served(rec, state) : undefined;
+    },
+    underLock: (owner) => underLock(ctx, ref, idp, state, owner),
+  });
+}
+
+async function underLock(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  state: FlightState,
+  owner: string,
+): Promise<RefreshResult> {
+  // Double-check under the lock: the previous holder may have refreshed already.
+  const rec = await counted(ctx, 'get', ctx.store.getToken(ref));
+  if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+  if (usable(ctx, rec, state)) return served(rec, state);
+  if (rec.refreshToken === undefined || rec.refreshToken === '') {
+    throw reauthRequired(ReauthCause.NO_REFRESH_TOKEN, ref);
+  }
+  let tokens;
+  try {
+    tokens = await idp.refresh(rec.refreshToken);
+  } catch (err) {
+    return await refreshFailed(ctx, ref, state, rec, err);
+  }
+  return await write(ctx, ref, idp, state, rec, owner, tokens);
+}
+
+async function write(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  idp: IdpClient,
+  state: FlightState,
+  rec: TokenRecord,
+  owner: string,
+  tokens: Awaited<ReturnType<IdpClient['refresh']>>,
+): Promise<RefreshResult> {
+  const now = ctx.clock.now();
+  const next = mergeRefreshed(rec, tokens, now);
+  const fresh: RefreshResult = { token: next, source: 'REFRESHED', degraded: false };
+  let written: boolean;
+  try {
+    written = await fencedWrite(ctx, ref, owner, rec, next, now);
+  } catch (err) {
+    // The IdP has issued (and may have rotated) tokens; failing the call would waste them.
+    // The store keeps the old record: the next refresh may be rejected and ask for re-login.
+    count(ctx, ref, state, 'refreshed');
+    ctx.metrics.storeError('put_fenced');
+    log(ctx, ref).error({ err }, 'refreshed token could not be stored; serving it unsaved');
+    return fresh;
+  }
+  if (written) {
+    count(ctx, ref, state, 'refreshed');
+    return fresh;
+  }
+  const current = await counted(ctx, 'get', ctx.store.getToken(ref));
+  if (current === undefined) {
+    // Revoked while the IdP call was in flight: the record stays deleted, and the grant the
+    // refresh just produced is revoked too (RFC 7009), best-effort.
+    count(ctx, ref, state, 'fenced');
+    if (tokens.refreshToken !== undefined && tokens.refreshToken !== rec.refreshToken) {
+      void idp.revoke(tokens.refreshToken, 'refresh_token').catch(() => undefined);
+    }
+    throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+  }
+  if (current.generation !== rec.generation) {
+    count(ctx, ref, state, 'fenced');
+    if (current.expiresAt > now) return served(current, state);
+    return fresh;
+  }
+  // The lease ran out during the IdP call (the holder stalled) but nobody has written since:
+  // take the lock again and store the new tokens, or a rotated refresh token would be lost.
+  if (await rewrite(ctx, ref, rec, next, now)) {
+    count(ctx, ref, state, 'refreshed');
+    return fresh;
+  }
+  count(ctx, ref, state, 'fenced');
+  log(ctx, ref).warn('refresh lock lost before the write; serving the refreshed token unsaved');
+  return fresh;
+}
+
+/** Writes `next` over exactly `rec`'s generation while `owner` holds the lock. */
+function fencedWrite(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  owner: string,
+  rec: TokenRecord,
+  next: NewTokenRecord,
+  now: number,
+): Promise<boolean> {
+  return ctx.store.putTokenFenced(
+    ref,
+    owner,
+    rec.generation,
+    next,
+    recordTtlMs(next, now, ctx.maxRecordTtlMs),
+  );
+}
+
+/** One more fenced write of `next` over `rec` under a freshly taken lock. @returns whether it landed */
+async function rewrite(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  rec: TokenRecord,
+  next: NewTokenRecord,
+  now: number,
+): Promise<boolean> {
+  const owner = await counted(ctx, 'lock', ctx.store.acquireLock(ref, ctx.lockLeaseMs)).catch(
+    () => undefined,
+  );
+  if (owner === undefined) return false;
+  try {
+    return await fencedWrite(ctx, ref, owner, rec, next, now);
+  } catch (err) {
+    ctx.metrics.storeError('put_fenced');
+    log(ctx, ref).warn({ err }, 'refreshed token could not be stored after the lock was lost');
+    return false;
+  } finally {
+    await releaseLock(ctx, ref, owner);
+  }
+}
+
+async function refreshFailed(
+  ctx: RefreshContext,
+  ref: SubjectRef,
+  state: FlightState,
+  rec: TokenRecord,
+  err: unknown,
+): Promise<RefreshResult> {
+  // An answer that failed verification (invalidResponse) is not the IdP refusing the grant:
+  // the grant may be fine, so it is handled like an outage, not by deleting the record.
+  if (err instanceof IdpError && err.kind === 'rejected' && !err.invalidResponse) {
+    // RFC 6749 §5.2 invalid_grant and friends: this grant is dead, unless someone replaced it
+    // meanwhile (a login while we were refreshing).
+    count(ctx, ref, state, 'rejected', err.oauthError);
+    log(ctx, ref).info({ oauthError: err.oauthError }, 'refresh rejected by the identity provider');
+    const current = await counted(ctx, 'get', ctx.store.getToken(ref));
+    if (
+      current !== undefined &&
+      current.generation !== rec.generation &&
+      current.expiresAt > ctx.clock.now()
+    ) {
+      return served(current, state);
+    }
+    if (current !== undefined)
+      await counted(ctx, 'delete', ctx.store.deleteTokenIfGeneration(ref, rec.generation));
+    throw reauthRequired(ReauthCause.REFRESH_REJECTED, ref, err);
+  }
+  // Network error, timeout, 5xx, 429 — or something unexpected: the grant may well be fine, so
+  // the record is kept. An unexpired token is not stale; an outage must not log users out.
+  const transient = err instanceof IdpError && err.kind === 'unavailable';
+  count(ctx, ref, state, transient ? 'unavailable' : 'error');
+  if (transient) log(ctx, ref).warn({ err }, 'identity provider unavailable for refresh');
+  else log(ctx, ref).error({ err }, 'refresh failed unexpectedly');
+  if (rec.expiresAt > ctx.clock.now()) return { token: rec, source: 'STORED', degraded: true };
+  throw new BrokerError(
+    ErrorReason.IDP_UNAVAILABLE,
+    'the identity provider is unavailable; try again later',
+    {
+      metadata: { provider: ref.provider, userId: ref.userId },
+      retryAfterMs: (transient ? err.retryAfterMs : undefined) ?? DEFAULT_IDP_RETRY_MS,
+      cause: err,
+    },
+  );
+}
+
+// Kept here too for the modules that import it from the refresh engine.
+export { countStoreErrors };
 
 /** DEADLINE_EXCEEDED / REFRESH_IN_PROGRESS: never a stale token instead. */
 export function refreshInProgress(ref: SubjectRef): BrokerError {
