@@ -108,6 +108,8 @@ export interface TestOidcProvider {
   setAccessTokenTtl(seconds: number): void;
   /** Delay added before every token-endpoint response, ms (0: none). */
   setTokenDelay(ms: number): void;
+  /** Requests that reached the token endpoint so far (answered or not yet, successful or not). */
+  tokenRequestsReceived(): number;
   /** Token endpoint answers with this failure instead (undefined: normal service). */
   failTokenEndpoint(failure: TokenFailure | undefined): void;
   /** ID tokens issued from now on carry this `aud` instead of the client id (undefined: normal). */
@@ -159,6 +161,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
   let accessTokenTtl = options.accessTokenTtl ?? 3600;
   const refreshTokenTtl = options.refreshTokenTtl ?? 14 * 24 * 3600;
   let tokenDelayMs = 0;
+  let tokenRequests = 0;
   let tokenFailure: TokenFailure | undefined;
   let idTokenAudience: string | undefined;
   const grants = { authorization_code: 0, refresh_token: 0 };
@@ -366,6 +369,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
 
   provider.use(async (ctx: KoaContext, next) => {
     if (ctx.path !== '/token') return next();
+    tokenRequests += 1;
     if (tokenDelayMs > 0) await sleep(tokenDelayMs);
     const failure = tokenFailure;
     if (failure) {
@@ -410,6 +414,7 @@ export async function startOidcProvider(options: TestOidcProviderOptions = {}): 
       jwks: `${issuer}/jwks`,
     },
     grantsServed: (grantType) => grants[grantType],
+    tokenRequestsReceived: () => tokenRequests,
     exchangesServed: (userId, audience) => {
       let total = 0;
       for (const [key, n] of exchanges) {

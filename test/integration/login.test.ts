@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoginFlow } from '../../src/broker/login.js';
 import { notImplementedApi } from '../helpers/not-implemented.js';
 import type { Config } from '../../src/config/load.js';
@@ -26,6 +25,7 @@ import {
 } from '../helpers/oidc-provider.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startTestServer, testConfig, type TestServer } from '../helpers/server.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const KEYS = `k1:${randomBytes(32).toString('base64')}`;
 
@@ -86,15 +86,14 @@ async function startBroker(
   const keyRing = loadKeyRing(config.store);
   const store = createStore(config.store, keyRing, domainLogs.logger);
   // The Redis store connects in the background and fails fast until then: wait until it answers.
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await store.ping();
-      break;
-    } catch (err) {
-      if (attempt >= 100) throw err;
-      await sleep(50);
-    }
-  }
+  await waitUntil(
+    () =>
+      store.ping().then(
+        () => true,
+        () => false,
+      ),
+    { what: 'the Redis store to connect' },
+  );
   const idps = await createIdpRegistry(config, { logger: domainLogs.logger });
   const flow = createLoginFlow({
     store,
@@ -449,8 +448,10 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
     it('still logs the user in with storage FAILED when Redis goes down during the exchange', async () => {
       const { code, state } = await loginUpToCode(h!);
       op.setTokenDelay(1500);
+      const requests = op.tokenRequestsReceived();
       const pending = completeLogin(h!, completeRequest({ code, state }));
-      await sleep(300); // the state is consumed; the exchange is waiting at the token endpoint
+      // Once the exchange waits at the token endpoint, the state has been consumed.
+      await waitUntil(() => op.tokenRequestsReceived() > requests, { what: 'the code exchange' });
       await stopRedis();
       const res = await pending;
       assert.equal(res.storage, StorageOutcome.STORAGE_OUTCOME_FAILED);
@@ -514,7 +515,11 @@ describe('Login against a real OpenID Provider, real Redis and the real gRPC ser
 
     it('answers LOGIN_STATE_INVALID for an expired state', async () => {
       const { code, state } = await loginUpToCode(h!);
-      await sleep(400);
+      const loginKeys = async () => (await redisDump(redis.url)).keys.filter((k) => k.includes(':login:'));
+      await waitUntil(async () => (await loginKeys()).length === 0, {
+        intervalMs: 25,
+        what: 'the 300 ms login state to expire in Redis',
+      });
       const err = await callError(h!.ts.client, h!.ts.client.completeLogin, completeRequest({ code, state }));
       assert.equal(err.code, status.FAILED_PRECONDITION);
       assert.equal(err.errorInfo.reason, 'LOGIN_STATE_INVALID');
