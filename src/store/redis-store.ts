@@ -283,12 +283,22 @@ function open(
  * Runs a write of `ref`'s record — or a lock step after which the domain re-reads it — and
  * drops this process's cache entry once it has returned (or failed: the outcome is then
  * unknown). Reads in flight meanwhile do not fill the cache.
+ *
+ * A downstream record's step drops the user's subject entry too: after writing a downstream
+ * token the domain re-reads the subject record to catch a revoke that raced the exchange
+ * (src/broker/downstream.ts), and that read must see Redis, not an entry whose invalidation is
+ * still on its way.
  */
 async function thenForget<T>(ctx: StoreContext, ref: SubjectRef, op: Promise<T>): Promise<T> {
   try {
     return await op;
   } finally {
-    ctx.cache?.invalidate(tokenKey(ref));
+    const cache = ctx.cache;
+    if (cache !== undefined) {
+      cache.invalidate(tokenKey(ref));
+      if (ref.downstream !== undefined)
+        cache.invalidate(tokenKey({ provider: ref.provider, userId: ref.userId }));
+    }
   }
 }
 

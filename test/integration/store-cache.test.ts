@@ -177,6 +177,18 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       await b.releaseLock(ref, owner);
     });
 
+    it("re-reads the user's subject record from Redis after writing one of their downstream records", async () => {
+      const ref = freshRef();
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(a, ref);
+      // GetDownstreamToken writes the exchanged token, then re-checks that the subject was not
+      // revoked meanwhile: that check must not be answered by the cache.
+      await a.putToken({ ...ref, downstream: 'orders' }, sampleRecord(), HOUR);
+      const misses = cacheOf(a).stats().misses;
+      assert.ok(await a.getToken(ref));
+      assert.equal(cacheOf(a).stats().misses, misses + 1);
+    });
+
     it('drops the whole cache when the invalidation link is killed, and fills again once it is back', async () => {
       const ref = freshRef();
       await a.putToken(ref, sampleRecord(), HOUR);
