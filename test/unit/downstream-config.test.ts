@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
 import { ConfigError, loadConfig, maskConfig } from '../../src/config/load.js';
 import { BrokerError } from '../../src/core/errors.js';
-import { exchangeParameters, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT } from '../../src/idp/oidc-client.js';
+import { exchangeParameters, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT } from '../../src/idp/token-exchange.js';
 import { hashApiKey } from '../../src/server/security/api-keys.js';
 import { createAuthorizer } from '../../src/server/security/authorize.js';
 import { validateGetDownstreamToken } from '../../src/server/validation.js';
