@@ -196,7 +196,7 @@ describe('Refresh under the per-user lock', () => {
     const waited = clock.now() - started;
     assert.equal(token.source, 'REFRESHED');
     assert.deepEqual(idp.refreshed, ['rt-0']);
-    assert.equal(waited, lease, 'it took the lock the moment the lease ran out');
+    assert.ok(waited >= lease && waited < 2 * lease, `waited ${waited} ms for a ${lease} ms lease`);
   });
 
   it('returns a peer refresh it waited for without calling the IdP itself', async () => {
