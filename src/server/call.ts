@@ -21,6 +21,8 @@ export interface CallOutcome {
   readonly durationMs: number;
   readonly provider: string | undefined;
   readonly userId: string | undefined;
+  /** GetDownstreamToken: the downstream asked for. */
+  readonly downstream?: string | undefined;
   readonly requestId: string;
   readonly caller: string | undefined;
 }
@@ -48,6 +50,7 @@ export interface CallWrapperOptions {
 export interface Subject {
   readonly provider?: string | undefined;
   readonly userId?: string | undefined;
+  readonly downstream?: string | undefined;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -181,6 +184,7 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       durationMs,
       provider: subject.provider,
       user: subject.userId === undefined ? undefined : hashUserId(subject.userId),
+      downstream: subject.downstream,
       caller,
       reason: err?.reason,
       cause: err?.metadata.cause,
@@ -197,6 +201,7 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       durationMs,
       provider: subject.provider,
       userId: subject.userId,
+      downstream: subject.downstream,
       requestId,
       caller,
     };

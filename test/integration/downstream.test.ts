@@ -320,6 +320,16 @@ describe('GetDownstreamToken over four broker processes (real Redis, real OpenID
       .filter((line) => line.includes('"event":"token_exchange"'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     assert.ok(audit.some((e) => e.outcome === 'ok' && e.downstream === 'orders' && e.provider === 'corp'));
+    const releases = output
+      .split('\n')
+      .filter((line) => line.includes('"event":"downstream_token_release"'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.ok(
+      releases.some(
+        (e) => e.outcome === 'ok' && e.downstream === 'billing' && e.rpc === 'GetDownstreamToken',
+      ),
+    );
+    assert.ok(releases.some((e) => e.outcome === 'EXCHANGE_REJECTED' && e.downstream === 'payroll'));
     assert.ok(
       audit.some(
         (e) => e.outcome === 'rejected' && e.downstream === 'payroll' && e.cause === 'invalid_target',

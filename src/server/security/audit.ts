@@ -80,6 +80,7 @@ export function auditObserver(audit: AuditLog): CallObserver {
       rpc: outcome.rpc,
       userId: outcome.userId,
       provider: outcome.provider,
+      downstream: outcome.downstream,
       cause: outcome.metadata.cause,
       requestId: outcome.requestId,
     });
