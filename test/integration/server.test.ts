@@ -10,13 +10,13 @@ import {
 import { loadSync } from '@grpc/proto-loader';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { BrokerApi } from '../../src/broker/api.js';
 import { notImplementedApi } from '../helpers/not-implemented.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { GetValidSubjectTokenRequest } from '../../src/gen/credbroker/v1/broker.js';
 import { call, callError, decodeError } from '../helpers/grpc.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const require = createRequire(import.meta.url);
 
@@ -354,9 +354,16 @@ describe('BrokerServer', () => {
     await started;
     const shutdown = server.shutdown();
     assert.equal(server.health.shuttingDown, true);
-    await sleep(50);
-    // A new connection is refused, and so is a new call on the existing one.
-    await assert.rejects(checkHealth({ address, service: '', timeoutMs: 1000 }));
+    // A new connection is refused (as soon as the listener has closed), and so is a new call on
+    // the existing one, while the call in flight still runs.
+    await waitUntil(
+      () =>
+        checkHealth({ address, service: '', timeoutMs: 500 }).then(
+          () => false,
+          () => true,
+        ),
+      { timeoutMs: 2_000, what: 'new connections to be refused' },
+    );
     await assert.rejects(
       call(
         client,
@@ -375,8 +382,12 @@ describe('BrokerServer', () => {
   it('cancels calls still in flight when the grace period ends', async () => {
     const api: BrokerApi = {
       ...notImplementedApi,
-      getValidSubjectToken: () => new Promise(() => undefined),
+      getValidSubjectToken: () => {
+        entered = true;
+        return new Promise(() => undefined);
+      },
     };
+    let entered = false;
     ts = await startTestServer({ yaml: `${provider}shutdown_grace: 200ms\n`, api });
     const { client, server } = ts;
     const inFlight = call(client, client.getValidSubjectToken, {
@@ -384,7 +395,7 @@ describe('BrokerServer', () => {
       provider: '',
       minValidFor: undefined,
     });
-    await sleep(50);
+    await waitUntil(() => entered, { what: 'the call to reach the service' });
     const began = Date.now();
     await server.shutdown();
     assert.ok(Date.now() - began < 2000);
