@@ -14,10 +14,10 @@
  * `node --cpu-prof` and the top self-time functions of the measured requests are printed in µs
  * per call (percent of busy samples × CPU per call).
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
+import { buildBench } from './lib/build.js';
 import { cpuSeconds, helperPort, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { h2load } from './load.js';
 import { summariseProfile, type ProfileWindow } from './profile.js';
@@ -45,27 +45,7 @@ const request = GetValidSubjectTokenRequest.encode({
   minValidFor: { seconds: 60, nanos: 0 },
 }).finish();
 
-const build = join(work, 'build');
-const tsc = spawnSync(
-  process.execPath,
-  [
-    'node_modules/typescript/bin/tsc',
-    '-p',
-    'tsconfig.json',
-    '--noEmit',
-    'false',
-    '--outDir',
-    build,
-    '--sourceMap',
-    'false',
-  ],
-  { cwd: ROOT, encoding: 'utf8' },
-);
-// Type errors elsewhere (work in progress) do not stop the emit; a missing file does.
-if (!existsSync(join(build, 'bench/server-layer.js'))) throw new Error(`tsc did not emit: ${tsc.stdout}`);
-writeFileSync(join(build, 'package.json'), '{"type":"module"}\n');
-// Reflection loads proto/ two levels above src/server/, as from dist/server/.
-symlinkSync(join(ROOT, 'proto'), join(build, 'proto'));
+const build = buildBench(join(work, 'build'));
 
 const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], {}, { stdout: 'pipe' });
 const layer = spawnNode(
