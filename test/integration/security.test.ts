@@ -20,6 +20,7 @@ import { createPki, type Issued, type TestCa, type TestPki } from '../helpers/ce
 import { brokerClient, call, callError } from '../helpers/grpc.js';
 import { freePort } from '../helpers/ports.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const TOKEN = 'at-3f9c2e7d-secret-access-token-value';
 const WEB_KEY = 'web-login-api-key-6d1f0a';
@@ -395,12 +396,10 @@ tls:
       });
       writeFileSync(keyFile, next.key);
       writeFileSync(certFile, next.cert);
-      let served = '';
-      for (let i = 0; i < 100 && served !== 'credbroker-two'; i++) {
-        await sleep(50);
-        served = await servedCommonName(port, ca.cert);
-      }
-      assert.equal(served, 'credbroker-two');
+      await waitUntil(async () => (await servedCommonName(port, ca.cert)) === 'credbroker-two', {
+        intervalMs: 50,
+        what: 'the replaced certificate to be served',
+      });
       assert.equal((await getToken(tlsClient(ts.address), 'corp')).accessToken, TOKEN);
 
       // A broken rotation (garbage key) is refused: the server keeps serving the last good set.
@@ -411,7 +410,8 @@ tls:
           .length;
       const warnedBefore = warnings();
       writeFileSync(keyFile, 'not a key');
-      await sleep(300);
+      await waitUntil(() => warnings() > warnedBefore, { what: 'the warning about the broken key' });
+      await sleep(300); // six more polls of the unchanged broken files: no further warning
       assert.equal(await servedCommonName(port, ca.cert), 'credbroker-two');
       assert.equal(warnings() - warnedBefore, 1, 'warned once, not on every poll');
       assert.ok(ts.logs.records().some((r) => r.msg === 'TLS files reloaded'));
@@ -434,15 +434,14 @@ tls:
       await assert.rejects(getToken(tlsClient(ts.address, client), 'corp'), { code: status.UNAVAILABLE });
 
       writeFileSync(caFile, Buffer.concat([ca.cert, nextCa.cert]));
-      let accepted = false;
-      for (let i = 0; i < 50 && !accepted; i++) {
-        await sleep(50);
-        accepted = await getToken(tlsClient(ts.address, client), 'corp').then(
-          (res) => res.accessToken === TOKEN,
-          () => false,
-        );
-      }
-      assert.ok(accepted, 'a certificate from the added CA is accepted');
+      await waitUntil(
+        () =>
+          getToken(tlsClient(ts.address, client), 'corp').then(
+            (res) => res.accessToken === TOKEN,
+            () => false,
+          ),
+        { intervalMs: 50, what: 'a certificate from the added CA to be accepted' },
+      );
     });
   });
 
