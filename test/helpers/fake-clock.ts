@@ -68,7 +68,8 @@ export function createFakeClock(startMs: number = Date.now()): FakeClock {
       return { cancel: () => void timers.delete(t) };
     },
     async advance(ms: number): Promise<void> {
-      if (!(ms >= 0)) throw new RangeError(`advance takes a non-negative duration, got ${ms}`);
+      if (!(ms >= 0 && Number.isFinite(ms)))
+        throw new RangeError(`advance takes a finite non-negative duration, got ${ms}`);
       const target = time + ms;
       await settle();
       for (let t = next(target); t !== undefined; t = next(target)) {
