@@ -247,6 +247,29 @@ function count(
   });
 }
 
+/** Never aborts: a flight goes on for every caller still waiting, whoever started it. */
+const FLIGHT_SIGNAL = new AbortController().signal;
+
+/**
+ * The call context the flight fetches the subject token with: the leader's identity for logs and
+ * audit, but the flight's deadline (the latest of its callers') and no cancellation, so the
+ * leader cancelling or timing out does not fail the callers still waiting.
+ */
+function flightContext(state: FlightState): CallContext {
+  const leader = state.ctx;
+  return {
+    get deadline() {
+      return state.deadline;
+    },
+    signal: FLIGHT_SIGNAL,
+    get logger() {
+      return leader.logger;
+    },
+    requestId: leader.requestId,
+    caller: leader.caller,
+  };
+}
+
 /** One flight: the lock loop around one exchange at the IdP. */
 function exchangeOnce(
   ctx: DownstreamContext,
@@ -279,7 +302,7 @@ async function exchangeUnderLock(
   // cap an exchanged token's lifetime at the subject token's.
   const subject = await ctx.subjectTokens.getValidSubjectToken(
     { provider: ref.provider, userId: ref.userId, minValidForMs: state.marginMs },
-    state.ctx,
+    flightContext(state),
   );
   let tokens: ExchangedToken;
   try {

@@ -29,6 +29,7 @@ interface FakeIdp {
   readonly exchanged: string[];
   readonly refreshed: string[];
   delayMs: number;
+  refreshDelayMs: number;
   /** Lifetime of exchanged tokens, ms. */
   ttlMs: number;
   fail: IdpError | undefined;
@@ -44,6 +45,7 @@ function fakeIdp(clock: FakeClock): FakeIdp {
     exchanged: [],
     refreshed: [],
     delayMs: 0,
+    refreshDelayMs: 0,
     ttlMs: 60 * MIN,
     fail: undefined,
     during: undefined,
@@ -53,6 +55,7 @@ function fakeIdp(clock: FakeClock): FakeIdp {
       downstreams: ['orders', 'billing'],
       refresh: async (refreshToken: string): Promise<TokenSet> => {
         fake.refreshed.push(refreshToken);
+        await clock.sleep(fake.refreshDelayMs);
         refreshedCount += 1;
         return {
           accessToken: `subject-${refreshedCount}`,
@@ -226,6 +229,22 @@ describe('GetDownstreamToken (domain)', () => {
     assert.equal(token.source, 'EXCHANGED');
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.deepEqual(idp.exchanged, ['orders subject-1'], 'the refreshed subject token was exchanged');
+  });
+
+  it('goes on for the callers still waiting when the caller that started the exchange cancels', async () => {
+    await store.putToken(alice, subjectRecord(clock, 30_000), DAY); // the subject needs a refresh
+    idp.refreshDelayMs = 500;
+    const service = replica();
+    const leaderAbort = new AbortController();
+    const leader = get(service, 'orders', callContext(Infinity, leaderAbort.signal));
+    const follower = get(service, 'orders', ctx(5000));
+    await clock.advance(100);
+    leaderAbort.abort(new Error('cancelled by the caller'));
+    const cancelled = await brokerError(clock.run(leader));
+    assert.equal(cancelled.reason, 'REFRESH_IN_PROGRESS');
+    const token = await clock.run(follower);
+    assert.equal(token.accessToken, 'orders-1');
+    assert.deepEqual(idp.exchanged, ['orders subject-1']);
   });
 
   it('answers the subject token REAUTH_REQUIRED causes: nothing stored, and storage disabled', async () => {
