@@ -12,6 +12,8 @@ import { hashApiKey } from '../../src/server/security/api-keys.js';
 import { createAuthorizer } from '../../src/server/security/authorize.js';
 import { validateGetDownstreamToken } from '../../src/server/validation.js';
 import { createMetrics, METRIC_NAMES } from '../../src/server/metrics.js';
+import { createIdpRegistry, IdpConfigError } from '../../src/idp/registry.js';
+import { createLogger } from '../../src/logger.js';
 
 function load(yaml: string, files: Record<string, string> = {}) {
   return loadConfig({
@@ -289,5 +291,49 @@ describe('Downstream metrics', () => {
         `${METRIC_NAMES.downstreamServed}\\{provider="corp",downstream="orders",source="cached"\\} 1`,
       ),
     );
+  });
+});
+
+describe('Downstream clients at startup', () => {
+  const registry = (downstream: string) =>
+    createIdpRegistry(load(provider(downstream)), {
+      logger: createLogger({ level: 'silent' }),
+      readFile: (path) => {
+        throw Object.assign(new Error(`missing ${path}`), { code: 'ENOENT' });
+      },
+    });
+
+  it('names the downstream field when its private key cannot be read', async () => {
+    await assert.rejects(
+      registry(`      - id: billing
+        audience: https://billing.example.com
+        client_id: billing-client
+        client_auth: private_key_jwt
+        private_key_file: /secrets/billing.pem
+`),
+      (err: unknown) =>
+        err instanceof IdpConfigError &&
+        err.message.startsWith('providers.corp.downstreams.billing.private_key_file: cannot read') &&
+        !err.message.includes('s3cret'),
+    );
+  });
+
+  it('refuses a plain-http downstream token endpoint', async () => {
+    await assert.rejects(
+      registry(`      - id: orders
+        audience: https://orders.example.com
+        token_endpoint: http://sts.example.com/token
+`),
+      (err: unknown) =>
+        err instanceof IdpConfigError &&
+        err.message.startsWith('providers.corp.downstreams.orders.token_endpoint:'),
+    );
+  });
+
+  it('lists the downstreams on the provider client', async () => {
+    const idps = await registry(
+      DOWNSTREAMS.replace(/ {8}client_secret_file: \/secrets\/billing\n/, '        client_secret: b\n'),
+    );
+    assert.deepEqual(idps.get('corp').downstreams, ['orders', 'graph', 'billing']);
   });
 });
