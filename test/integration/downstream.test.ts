@@ -107,6 +107,16 @@ describe('GetDownstreamToken over four broker processes (real Redis, real OpenID
         `        client_id: ${provider.clients.post.id}`,
         `        client_secret: ${provider.clients.post.secret}`,
         '        client_auth: client_secret_post',
+        '      - id: orders-jwt',
+        `        audience: ${ORDERS}`,
+        `        client_id: ${provider.clients.jwt.id}`,
+        '        client_auth: private_key_jwt',
+        `        private_key_file: ${provider.clients.jwt.privateKeyFile}`,
+        `        private_key_id: ${provider.clients.jwt.kid}`,
+        '      - id: orders-public',
+        `        audience: ${ORDERS}`,
+        `        client_id: ${provider.clients.public.id}`,
+        '        client_auth: none',
         '',
       ].join('\n'),
     );
@@ -163,7 +173,7 @@ describe('GetDownstreamToken over four broker processes (real Redis, real OpenID
     assert.ok(ttl > 0 && ttl <= 3600_000, `pttl ${ttl}`);
   });
 
-  it('sends an RFC 8707 resource, an Entra on-behalf-of request, and a downstream client of its own', async () => {
+  it('sends an RFC 8707 resource, an Entra on-behalf-of request, and downstream clients of their own (all four client auth methods)', async () => {
     await loginThrough(broker(0).client, { userId: 'u-modes', account: 'bob' });
     const billing = claims((await get(1, 'u-modes', 'billing')).accessToken);
     assert.equal(billing.aud, BILLING);
@@ -175,6 +185,12 @@ describe('GetDownstreamToken over four broker processes (real Redis, real OpenID
     assert.equal(own.aud, ORDERS);
     assert.equal(own.azp, provider.clients.post.id, 'authenticated as the downstream client');
     assert.equal(claims((await get(0, 'u-modes', 'orders')).accessToken).azp, provider.clients.basic.id);
+    // The other two client authentication methods: private_key_jwt (RFC 7523) and none.
+    assert.equal(claims((await get(1, 'u-modes', 'orders-jwt')).accessToken).azp, provider.clients.jwt.id);
+    assert.equal(
+      claims((await get(2, 'u-modes', 'orders-public')).accessToken).azp,
+      provider.clients.public.id,
+    );
   });
 
   it('exchanges exactly once per user and downstream for a storm over four processes', async () => {
