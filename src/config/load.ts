@@ -66,6 +66,7 @@ const ENV: Record<string, { path: readonly string[]; kind: Kind }> = {
   CREDBROKER_STORE_CACHE: { path: ['store', 'cache', 'enabled'], kind: 'boolean' },
   CREDBROKER_STORE_CACHE_MAX_ENTRIES: { path: ['store', 'cache', 'max_entries'], kind: 'integer' },
   CREDBROKER_STORE_CACHE_HEARTBEAT: { path: ['store', 'cache', 'heartbeat'], kind: 'string' },
+  CREDBROKER_STORE_CACHE_MAX_AGE: { path: ['store', 'cache', 'max_age'], kind: 'string' },
   CREDBROKER_REFRESH_SKEW: { path: ['refresh', 'skew'], kind: 'string' },
   CREDBROKER_REFRESH_LOCK_LEASE: { path: ['refresh', 'lock_lease'], kind: 'string' },
 };

@@ -40,6 +40,11 @@ export const DEFAULT_STORE_CACHE_MAX_ENTRIES = 10_000;
  * error stops serving from its cache within this plus store.command_timeout.
  */
 export const DEFAULT_STORE_CACHE_HEARTBEAT = '1s';
+/**
+ * Longest a record cache entry is served after it was read (less when its Redis TTL is shorter):
+ * bounds how long an invalidation lost without the link noticing can leave an entry stale.
+ */
+export const DEFAULT_STORE_CACHE_MAX_AGE = '30s';
 /** IdP calls are bounded; the refresh lock's lease is renewed meanwhile. */
 export const DEFAULT_IDP_TIMEOUT = '10s';
 /**
@@ -287,6 +292,9 @@ const storeCacheSchema = z.strictObject({
   heartbeat: duration
     .refine((ms) => ms >= 10, { message: 'must be at least 10ms' })
     .prefault(DEFAULT_STORE_CACHE_HEARTBEAT),
+  max_age: duration
+    .refine((ms) => ms >= 1, { message: 'must be at least 1ms' })
+    .prefault(DEFAULT_STORE_CACHE_MAX_AGE),
 });
 
 const storeSchema = z

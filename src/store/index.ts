@@ -40,7 +40,9 @@ export function createStore(
     connections,
     keyRing,
     commandTimeoutMs: config.command_timeout,
-    ...(cache.enabled ? { cache: { maxEntries: cache.max_entries, heartbeatMs: cache.heartbeat } } : {}),
+    ...(cache.enabled
+      ? { cache: { maxEntries: cache.max_entries, heartbeatMs: cache.heartbeat, maxAgeMs: cache.max_age } }
+      : {}),
     logger,
   });
   const recordCache = store.cache;

@@ -9,8 +9,10 @@
  * marks all of them, so `fill` inserts only what no invalidation can have overtaken. Tickets
  * exist only for reads in flight: memory stays bounded by the entry limit plus concurrency.
  *
- * Entries also carry a deadline (the key's TTL in Redis when read): a record Redis expired is not
- * served even if the expiry's invalidation is late (Redis expires keys lazily or by sampling).
+ * Entries also carry a deadline: the key's TTL in Redis when read, capped at `maxAgeMs` after the
+ * fill. A record Redis expired is not served even if the expiry's invalidation is late (Redis
+ * expires keys lazily or by sampling), and an entry whose invalidation was lost in a way no
+ * check below noticed is served for `maxAgeMs` at most, not for the record's whole lifetime.
  * The cache only returns records: whether one is still valid for the caller's margin is the
  * domain's decision, against its clock, as for a record read from Redis.
  *
@@ -45,7 +47,8 @@ export interface RecordCache<V> {
   begin(key: string): ReadTicket;
   /**
    * Inserts what the ticket's read returned, unless an invalidation overtook it or the cache is
-   * inactive. @param deadline epoch ms after which the entry is not served (its Redis TTL)
+   * inactive. @param deadline epoch ms after which the entry is not served (its Redis TTL); the
+   *   cache serves it until `maxAgeMs` from now at most
    */
   fill(ticket: ReadTicket, value: V, deadline: number): void;
   /** Ends a read that fills nothing (absent record, error). */
@@ -71,15 +74,18 @@ interface Entry<V> {
 export interface RecordCacheOptions {
   /** Entries kept at most; the least recently used one is evicted beyond. */
   readonly maxEntries: number;
+  /** An entry is served this long after its fill at most, ms (store.cache.max_age). */
+  readonly maxAgeMs: number;
   /** Epoch ms; the system clock by default. */
   readonly now?: () => number;
 }
 
 export function createRecordCache<V>(options: RecordCacheOptions): RecordCache<V> {
-  const { maxEntries, now = Date.now } = options;
+  const { maxEntries, maxAgeMs, now = Date.now } = options;
   if (!Number.isInteger(maxEntries) || maxEntries < 1) {
     throw new RangeError(`maxEntries must be a positive integer, got ${maxEntries}`);
   }
+  if (!(maxAgeMs > 0)) throw new RangeError(`maxAgeMs must be positive, got ${maxAgeMs}`);
   // A Map iterates in insertion order: re-inserting on a hit keeps the oldest use first.
   const entries = new Map<string, Entry<V>>();
   const reading = new Map<string, Set<ReadTicket>>();
@@ -128,9 +134,10 @@ export function createRecordCache<V>(options: RecordCacheOptions): RecordCache<V
     },
     fill(ticket, value, deadline) {
       end(ticket);
-      if (ticket.stale || !active || now() >= deadline) return;
+      const at = now();
+      if (ticket.stale || !active || at >= deadline) return;
       entries.delete(ticket.key);
-      entries.set(ticket.key, { value, deadline });
+      entries.set(ticket.key, { value, deadline: Math.min(deadline, at + maxAgeMs) });
       if (entries.size > maxEntries) {
         const oldest = entries.keys().next();
         if (!oldest.done) entries.delete(oldest.value);

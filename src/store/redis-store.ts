@@ -32,6 +32,8 @@ const STORE_RETRY_AFTER_MS = 1_000;
  * writer wins): logins of one user at the same instant are rare, so this is generous.
  */
 const PUT_ATTEMPTS = 16;
+/** store.cache.max_age's default (src/config/schema.ts), for stores built without configuration. */
+const DEFAULT_CACHE_MAX_AGE_MS = 30_000;
 
 export interface RedisStoreOptions {
   readonly connections: RedisConnections;
@@ -47,6 +49,8 @@ export interface RedisStoreOptions {
 export interface StoreCacheOptions {
   /** Entries kept at most (LRU). */
   readonly maxEntries: number;
+  /** An entry is served at most this long after it was read, ms (store.cache.max_age, 30 s by default). */
+  readonly maxAgeMs?: number | undefined;
   /** Liveness PING interval on the invalidation link(s), ms. */
   readonly heartbeatMs: number;
 }
@@ -134,7 +138,10 @@ function createContext(options: RedisStoreOptions): StoreContext {
     waiters: new Map(),
     subscribed: new Map(),
     cache: options.cache
-      ? createRecordCache<TokenRecord>({ maxEntries: options.cache.maxEntries })
+      ? createRecordCache<TokenRecord>({
+          maxEntries: options.cache.maxEntries,
+          maxAgeMs: options.cache.maxAgeMs ?? DEFAULT_CACHE_MAX_AGE_MS,
+        })
       : undefined,
     invalidation: undefined,
   };
@@ -249,7 +256,8 @@ async function readThrough(
     record = open(ctx, r, ref, v, Number(g.toString()));
     Object.freeze(record.scopes);
     Object.freeze(record);
-    // No TTL (-1) never happens for a record this store wrote; serve it until invalidated.
+    // No TTL (-1) never happens for a record this store wrote; serve it until invalidated (and
+    // store.cache.max_age at most: the cache caps every deadline).
     deadline = pttl >= 0 ? readAt + pttl : Number.POSITIVE_INFINITY;
     return record;
   } finally {

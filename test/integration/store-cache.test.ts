@@ -34,7 +34,11 @@ function openStore(config: StoreConfig): RedisTokenStore {
     connections: connectRedis(config)!,
     keyRing: contractKeyRing,
     commandTimeoutMs: config.command_timeout,
-    cache: { maxEntries: config.cache.max_entries, heartbeatMs: config.cache.heartbeat },
+    cache: {
+      maxEntries: config.cache.max_entries,
+      heartbeatMs: config.cache.heartbeat,
+      maxAgeMs: config.cache.max_age,
+    },
   });
 }
 
@@ -208,7 +212,7 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
     it('delivers invalidations to the writing process itself (BCAST without NOLOOP)', async () => {
       const connections = connectRedis(topology.config)!;
       const seen: string[] = [];
-      const cache = createRecordCache<unknown>({ maxEntries: 10 });
+      const cache = createRecordCache<unknown>({ maxEntries: 10, maxAgeMs: 30_000 });
       const link = startInvalidation({
         connections,
         heartbeatMs: 1_000,

@@ -9,7 +9,7 @@ describe('record cache', () => {
 
   beforeEach(() => {
     now = 1_000;
-    cache = createRecordCache<string>({ maxEntries: 3, now: () => now });
+    cache = createRecordCache<string>({ maxEntries: 3, maxAgeMs: 30_000, now: () => now });
     cache.setActive(true);
   });
 
@@ -48,6 +48,23 @@ describe('record cache', () => {
     assert.equal(cache.stats().entries, 0);
     put('b', 'B', 1_400);
     assert.equal(cache.get('b'), undefined);
+  });
+
+  it('serves an entry at most maxAgeMs after its fill, even when its Redis TTL is longer', () => {
+    put('a', 'A'); // no deadline of its own (no TTL)
+    put('b', 'B', now + 30 * 24 * 3_600_000); // a 30-day record
+    now += 29_999;
+    assert.equal(cache.get('a'), 'A');
+    assert.equal(cache.get('b'), 'B');
+    now += 1;
+    assert.equal(cache.get('a'), undefined);
+    assert.equal(cache.get('b'), undefined);
+    // A hit does not extend the age: it counts from the read that filled the entry.
+    put('c', 'C');
+    now += 20_000;
+    assert.equal(cache.get('c'), 'C');
+    now += 10_000;
+    assert.equal(cache.get('c'), undefined);
   });
 
   it('drops an entry on invalidation', () => {
@@ -117,7 +134,8 @@ describe('record cache', () => {
     assert.ok(cache.stats().entries <= 3);
   });
 
-  it('rejects a non-positive size', () => {
-    assert.throws(() => createRecordCache({ maxEntries: 0 }), RangeError);
+  it('rejects a non-positive size or age', () => {
+    assert.throws(() => createRecordCache({ maxEntries: 0, maxAgeMs: 1_000 }), RangeError);
+    assert.throws(() => createRecordCache({ maxEntries: 1, maxAgeMs: 0 }), RangeError);
   });
 });
