@@ -11,7 +11,7 @@
  *   after the first replica each other replica's first caller got the token (the lock-release
  *   notification, the re-read and one response).
  *
- * Setup: one redis-server, REPLICAS `credbroker serve` processes sharing it, and a counting OAuth
+ * Setup: one redis-server, REPLICAS `credbroker serve` processes (the built dist/cli.js) sharing it, and a counting OAuth
  * token endpoint with a fixed latency (bench/token-endpoint.ts) that rotates refresh tokens.
  * Records are seeded through the real Redis store with an access token inside the refresh skew.
  * Not a timed test: it prints figures for docs/PERFORMANCE.md.
@@ -24,8 +24,9 @@ import { ErrorInfo } from '../src/gen/google/rpc/error_details.js';
 import { Status } from '../src/gen/google/rpc/status.js';
 import { createLogger } from '../src/logger.js';
 import { createStore, loadKeyRing } from '../src/store/index.js';
-import { startBrokerProcess, type BrokerProcess } from '../test/helpers/broker-process.js';
-import { startRedis } from '../test/helpers/redis.js';
+import { startBroker, type BenchBroker } from './lib/broker.js';
+import { buildDist } from './lib/build.js';
+import { startRedis } from './lib/redis.js';
 import { startTokenEndpoint } from './token-endpoint.js';
 
 const REPLICAS = 4;
@@ -94,7 +95,6 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
   const redis = await startRedis();
   const idp = await startTokenEndpoint({ latencyMs: scenario.idpLatencyMs, accessTokenLength: 900 });
   const env: Record<string, string> = {
-    CREDBROKER_LISTEN: '127.0.0.1:0',
     CREDBROKER_HEALTH_LISTEN: '',
     CREDBROKER_METRICS_LISTEN: '',
     CREDBROKER_LOG_LEVEL: 'info',
@@ -113,7 +113,7 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
   };
   const config = loadConfig({ env });
   const store = createStore(config.store, loadKeyRing(config.store), createLogger({ level: 'warn' }));
-  const brokers: BrokerProcess[] = [];
+  const brokers: BenchBroker[] = [];
   try {
     const now = Date.now();
     const users = Array.from({ length: scenario.users }, (_, i) => `storm-${i}@example.com`);
@@ -137,7 +137,7 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
         ),
       ),
     );
-    brokers.push(...(await Promise.all(Array.from({ length: REPLICAS }, () => startBrokerProcess(env)))));
+    brokers.push(...(await Promise.all(Array.from({ length: REPLICAS }, () => startBroker(cli, env)))));
     const clients = brokers.map((b) => new CredentialBrokerClient(b.address, credentials.createInsecure()));
     // Connect every channel first so connection setup is not measured as waiting.
     await Promise.all(
@@ -221,6 +221,7 @@ async function run(scenario: Scenario): Promise<Record<string, number | string>>
   }
 }
 
+const cli = buildDist();
 const rows = [];
 /** `--scenario=3` runs only the third. */
 const only = flag('scenario');

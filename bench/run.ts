@@ -28,7 +28,6 @@ import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { checkHealth } from '../src/cli/healthcheck.js';
 import { loadConfig } from '../src/config/load.js';
 import {
   CredentialBrokerClient,
@@ -38,6 +37,7 @@ import {
 import { createLogger } from '../src/logger.js';
 import type { TokenStore } from '../src/core/token-store.js';
 import { createStore, loadKeyRing } from '../src/store/index.js';
+import { waitServing } from './lib/broker.js';
 import { buildBench, buildDist } from './lib/build.js';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
@@ -297,24 +297,6 @@ async function seedUsers(store: TokenStore, idp: TokenEndpoint): Promise<number>
     );
   }
   return Date.now() - started;
-}
-
-async function waitServing(address: string, child: Child): Promise<void> {
-  const until = Date.now() + 60_000;
-  for (;;) {
-    if (child.proc.exitCode !== null) throw new Error(`broker exited: ${child.stderr()}`);
-    try {
-      if (
-        (await checkHealth({ address, service: 'credbroker.v1.CredentialBroker', timeoutMs: 1000 })) ===
-        'SERVING'
-      )
-        return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > until) throw new Error(`broker at ${address} not SERVING after 60 s: ${child.stderr()}`);
-    await sleep(200);
-  }
 }
 
 interface Servers {

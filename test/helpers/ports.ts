@@ -1,16 +1,2 @@
-import { createServer } from 'node:net';
-
-/** A currently free TCP port on 127.0.0.1 (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
+/** Shared with the benchmarks, which do not import test helpers. */
+export { freePort } from '../../bench/lib/net.js';

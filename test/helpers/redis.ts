@@ -3,9 +3,9 @@
  * started again on the same port to test outages; always killed by `stop()`.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createConnection } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from './ports.js';
+import { freePort, waitForPort } from '../../bench/lib/net.js';
+
+export { waitForPort };
 
 export class RedisUnavailableError extends Error {}
 
@@ -16,24 +16,6 @@ export function requireRedisServer(): void {
     throw new RedisUnavailableError(
       'redis-server is not on PATH: the integration tests need a real Redis (apt-get install -y redis-server)',
     );
-  }
-}
-
-/** Resolves once something accepts TCP connections on the port; rejects after `timeoutMs`. */
-export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = createConnection({ host: '127.0.0.1', port });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
-    await sleep(25);
   }
 }
 
