@@ -199,12 +199,45 @@ export function createMetrics(): Metrics {
   });
   buildInfo.set({ version: packageVersion(), node_version: process.version }, 1);
 
+  // Label children are made once per label combination and kept: `inc({ … })` / `observe({ … })`
+  // with a labels object would rebuild and validate the labels on every call. Every key below
+  // comes from a closed set (RPC names, gRPC codes, ErrorInfo reasons), so the maps stay small.
+  interface RpcSeries {
+    readonly duration: { observe(seconds: number): void };
+    /** calls_total children by `${code} ${reason}`. */
+    readonly calls: Map<string, { inc(): void }>;
+    readonly ok: { inc(): void };
+  }
+  const series = new Map<string, RpcSeries>();
+  const seriesOf = (rpc: string): RpcSeries => {
+    let s = series.get(rpc);
+    if (s === undefined) {
+      s = {
+        duration: callDuration.labels({ rpc }),
+        calls: new Map(),
+        ok: calls.labels({ rpc, code: status[status.OK], reason: '' }),
+      };
+      series.set(rpc, s);
+    }
+    return s;
+  };
   const observer: CallObserver = (outcome) => {
-    const code = status[outcome.code] ?? String(outcome.code);
-    calls.inc({ rpc: outcome.rpc, code, reason: outcome.reason ?? '' });
-    callDuration.observe({ rpc: outcome.rpc }, outcome.durationMs / 1000);
-    if (outcome.reason === 'REAUTH_REQUIRED') {
-      reauth.inc({ rpc: outcome.rpc, cause: outcome.metadata.cause ?? 'UNSPECIFIED' });
+    const { rpc, code } = outcome;
+    const s = seriesOf(rpc);
+    const reason = outcome.reason ?? '';
+    if (code === status.OK && reason === '') s.ok.inc();
+    else {
+      const key = `${code} ${reason}`;
+      let counter = s.calls.get(key);
+      if (counter === undefined) {
+        counter = calls.labels({ rpc, code: status[code] ?? String(code), reason });
+        s.calls.set(key, counter);
+      }
+      counter.inc();
+    }
+    s.duration.observe(outcome.durationMs / 1000);
+    if (reason === 'REAUTH_REQUIRED') {
+      reauth.inc({ rpc, cause: outcome.metadata.cause ?? 'UNSPECIFIED' });
     }
   };
 

@@ -19,7 +19,7 @@ import type { PeerCertificate } from 'node:tls';
 import { BrokerError, ErrorReason } from '../../core/errors.js';
 import type { Config } from '../../config/load.js';
 import type { Authorizer } from '../call.js';
-import { keyTable, matchApiKey, presentedApiKey, type KeyedEntry } from './api-keys.js';
+import { hashApiKey, presentedApiKey } from './api-keys.js';
 import {
   describeSubject,
   parseSubject,
@@ -66,6 +66,8 @@ interface Compiled {
   readonly providers: ReadonlySet<string> | undefined;
   /** GetDownstreamToken: the downstream ids allowed; undefined: every one. */
   readonly downstreams: ReadonlySet<string> | undefined;
+  /** What the authorizer returns for this caller: made once, not per call. */
+  readonly result: { readonly caller: string };
 }
 
 function unauthenticated(cause: DenialCause, message: string): BrokerError {
@@ -96,8 +98,12 @@ function compile(caller: CallerConfig, index: number): Compiled {
     allow: new Set(caller.allow),
     providers: caller.providers === undefined ? undefined : new Set(caller.providers),
     downstreams: caller.downstreams === undefined ? undefined : new Set(caller.downstreams),
+    result: Object.freeze({ caller: caller.name }),
   };
 }
+
+/** Certificates seen recently, by SHA-256 fingerprint: a backend reuses its certificate. */
+const MAX_CACHED_CERTIFICATES = 1024;
 
 function certificateMatches(caller: Compiled, cert: PeerCertificate): boolean {
   if (caller.subject === undefined && caller.san === undefined) return false;
@@ -126,12 +132,33 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
       return { caller: cert ? describeSubject(cert.subject) : undefined };
     };
   }
-  const keys: KeyedEntry<Compiled>[] = keyTable(
-    options.callers.flatMap((c, i) =>
-      c.api_key_sha256 === undefined ? [] : [{ sha256: c.api_key_sha256, value: callers[i]! }],
-    ),
-  );
+  // API keys by the hex SHA-256 the configuration holds: the presented key is hashed and looked
+  // up, one Map lookup instead of a comparison per configured key. The lookup's timing can only
+  // depend on the digest of what the client sent, which tells nothing about a configured key
+  // (finding a key from it would need a SHA-256 preimage). First caller in order wins a duplicate.
+  const byKeyHash = new Map<string, Compiled>();
+  options.callers.forEach((c, i) => {
+    if (c.api_key_sha256 !== undefined && !byKeyHash.has(c.api_key_sha256)) {
+      byKeyHash.set(c.api_key_sha256, callers[i]!);
+    }
+  });
   const byCertificate = callers.filter((c) => c.subject !== undefined || c.san !== undefined);
+  // The caller a certificate maps to depends only on the certificate (its subject and SANs), so
+  // the first match is remembered by fingerprint; `null`: no caller matches it. Bounded.
+  const byFingerprint = new Map<string, Compiled | null>();
+  const matchCertificate = (cert: PeerCertificate): Compiled | undefined => {
+    const fingerprint = cert.fingerprint256;
+    if (typeof fingerprint !== 'string' || fingerprint === '') {
+      return byCertificate.find((c) => certificateMatches(c, cert));
+    }
+    let caller = byFingerprint.get(fingerprint);
+    if (caller === undefined) {
+      caller = byCertificate.find((c) => certificateMatches(c, cert)) ?? null;
+      if (byFingerprint.size >= MAX_CACHED_CERTIFICATES) byFingerprint.clear();
+      byFingerprint.set(fingerprint, caller);
+    }
+    return caller ?? undefined;
+  };
   const keysAccepted = options.tls || options.insecure;
 
   const identify = (call: ServerUnaryCall<unknown, unknown>): Compiled => {
@@ -149,7 +176,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
           'caller not authenticated: API keys are accepted only over TLS',
         );
       }
-      const caller = matchApiKey(keys, presented.key);
+      const caller = byKeyHash.get(hashApiKey(presented.key));
       if (!caller)
         throw unauthenticated(DenialCause.INVALID_API_KEY, 'caller not authenticated: unknown API key');
       return caller;
@@ -161,7 +188,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         'caller not authenticated: present a trusted client certificate or an API key',
       );
     }
-    const caller = byCertificate.find((c) => certificateMatches(c, cert));
+    const caller = matchCertificate(cert);
     if (!caller) {
       throw forbidden(
         DenialCause.UNKNOWN_CALLER,
@@ -205,6 +232,6 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         );
       }
     }
-    return { caller: caller.name };
+    return caller.result;
   };
 }
