@@ -6,8 +6,15 @@
  * REDIRECT to itself before subscribing:
  *
  *   CLIENT ID                                   → id
- *   CLIENT TRACKING ON REDIRECT id BCAST PREFIX credbroker:v1:
+ *   CLIENT TRACKING ON REDIRECT id BCAST PREFIX credbroker:v1:{
  *   SUBSCRIBE __redis__:invalidate
+ *
+ * The prefix covers the hash-tagged per-user keys (./keys.ts) and not login state
+ * (`credbroker:v1:login:…`), so logins broadcast nothing. A prefix cannot exclude a suffix: a
+ * user's lock and tombstone keys share the record's prefix, so every lock taken, renewed,
+ * released or expired is announced too. That is a few messages per refresh (one per lock step,
+ * tens of bytes each), no more frequent than the record writes that must be announced anyway;
+ * the cache ignores names it does not hold.
  *
  * From then on every change of a key under the prefix — a write, refresh, revoke, tombstone,
  * expiry or eviction, by any client including this process (no NOLOOP) — sends its name; a
@@ -29,6 +36,8 @@ import type { RecordCache } from './record-cache.js';
 import type { NodeAddress, RedisConnections } from './redis-connection.js';
 
 export const INVALIDATION_CHANNEL = '__redis__:invalidate';
+/** What the links track: every key that starts with a user's hash tag (./keys.ts). */
+export const TRACKED_PREFIX = `${KEY_PREFIX}{`;
 /**
  * After failing to enable tracking (Redis < 6, an ACL without CLIENT TRACKING, a timeout), the
  * link reconnects and tries again this much later; the cache stays off meanwhile.
@@ -157,7 +166,16 @@ async function arm(ctx: LinkContext, link: Link): Promise<void> {
   const round = ++link.round;
   try {
     const id = await link.redis.client('ID');
-    await link.redis.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', KEY_PREFIX);
+    await link.redis.call(
+      'CLIENT',
+      'TRACKING',
+      'ON',
+      'REDIRECT',
+      String(id),
+      'BCAST',
+      'PREFIX',
+      TRACKED_PREFIX,
+    );
     await link.redis.subscribe(INVALIDATION_CHANNEL);
     if (round !== link.round || ctx.closed || ctx.links.get(link.key) !== link) return;
     link.up = true;
