@@ -283,6 +283,26 @@ describe('GetDownstreamToken over four broker processes (real Redis, real OpenID
     assert.notEqual(again.accessToken, first.accessToken);
   });
 
+  it('exchanges anew, without asking the user to log in again, when the cached record cannot be opened', async () => {
+    await loginThrough(broker(0).client, { userId: 'u-tampered' });
+    const first = await get(0, 'u-tampered', 'orders');
+    const key = tokenKey({ provider: 'corp', userId: 'u-tampered', downstream: 'orders' });
+    const sealed = await raw.hgetBuffer(key, 'v');
+    assert.ok(sealed);
+    sealed[sealed.length - 1] ^= 0xff; // the GCM tag no longer verifies
+    await raw.hset(key, 'v', sealed);
+    const again = await get(1, 'u-tampered', 'orders');
+    assert.equal(again.source, DownstreamTokenSource.DOWNSTREAM_TOKEN_SOURCE_EXCHANGED);
+    assert.notEqual(again.accessToken, first.accessToken);
+    // The subject record was not touched: GetValidSubjectToken still serves it.
+    const subject = await call(broker(2).client, broker(2).client.getValidSubjectToken, {
+      userId: 'u-tampered',
+      provider: 'corp',
+      minValidFor: undefined,
+    });
+    assert.equal(subject.accessToken, await subjectToken('u-tampered'));
+  });
+
   it('deletes cached downstream tokens with RevokeSubjectToken', async () => {
     await loginThrough(broker(0).client, { userId: 'u-revoke' });
     await get(0, 'u-revoke', 'orders');
