@@ -17,7 +17,7 @@
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
-import { buildBench } from './lib/build.js';
+import { buildBench, deploymentNodeOptions } from './lib/build.js';
 import { cpuSeconds, helperPort, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { h2load } from './load.js';
 import { summariseProfile, type ProfileWindow } from './profile.js';
@@ -46,25 +46,24 @@ const request = GetValidSubjectTokenRequest.encode({
 }).finish();
 
 const build = buildBench(join(work, 'build'));
+/** The same runtime flags as production (and as bench/run.ts). */
+const runtime = { NODE_OPTIONS: deploymentNodeOptions() };
 
-const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], {}, { stdout: 'pipe' });
-const layer = spawnNode(
-  join(build, 'bench/server-layer.js'),
-  [String(TOKEN_LENGTH)],
-  {},
-  { stdout: 'ignore', nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] },
-);
+const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], runtime, {
+  stdout: 'pipe',
+});
+const layer = spawnNode(join(build, 'bench/server-layer.js'), [String(TOKEN_LENGTH)], runtime, {
+  stdout: 'ignore',
+  nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+});
 const targets: { name: string; child: Child; address: string }[] = [
   { name: 'echo', child: echo, address: `127.0.0.1:${await helperPort(echo, 'stdout')}` },
   { name: 'server layer', child: layer, address: `127.0.0.1:${await helperPort(layer, 'stderr')}` },
 ];
 if (before !== undefined) {
-  const old = spawnNode(
-    join(before, 'bench/server-layer.js'),
-    [String(TOKEN_LENGTH)],
-    {},
-    { stdout: 'ignore' },
-  );
+  const old = spawnNode(join(before, 'bench/server-layer.js'), [String(TOKEN_LENGTH)], runtime, {
+    stdout: 'ignore',
+  });
   targets.push({ name: 'before', child: old, address: `127.0.0.1:${await helperPort(old, 'stderr')}` });
 }
 

@@ -38,7 +38,7 @@ import { createLogger } from '../src/logger.js';
 import type { TokenStore } from '../src/core/token-store.js';
 import { createStore, loadKeyRing } from '../src/store/index.js';
 import { waitServing } from './lib/broker.js';
-import { buildBench, buildDist } from './lib/build.js';
+import { buildBench, buildDist, deploymentNodeOptions } from './lib/build.js';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
@@ -87,6 +87,8 @@ interface Bench {
   readonly load: LoadShape;
   readonly work: string;
   readonly profDir: string;
+  /** NODE_OPTIONS of every server under load (the Deployment's). */
+  readonly nodeOptions: string;
   readonly started: number;
   /** Stopped in reverse order at the end, also when the run fails half-way. */
   readonly cleanups: (() => Promise<unknown> | void)[];
@@ -130,6 +132,7 @@ function createBench(options: Options): Bench {
     load: { connections: 4, streams: 16, durationS: options.quick ? 4 : 7, warmupS: 2 },
     work,
     profDir: join(work, 'prof'),
+    nodeOptions: deploymentNodeOptions(),
     started: Date.now(),
     cleanups: [],
   };
@@ -316,23 +319,24 @@ async function startServers(
   benchBuild: string,
   replicas: Replica[],
 ): Promise<Servers> {
+  const runtime = { NODE_OPTIONS: bench.nodeOptions };
   const brokers = replicas.map((r) =>
-    spawnNode(cli, ['serve'], r.env, {
-      nodeArgs:
-        bench.options.cpuProf && r.index === 0 ? ['--cpu-prof', `--cpu-prof-dir=${bench.profDir}`] : [],
-    }),
+    spawnNode(
+      cli,
+      ['serve'],
+      { ...r.env, ...runtime },
+      {
+        nodeArgs:
+          bench.options.cpuProf && r.index === 0 ? ['--cpu-prof', `--cpu-prof-dir=${bench.profDir}`] : [],
+      },
+    ),
   );
   // The brokers' call logs go to /dev/null: production writes them to a pipe; the cost of
   // formatting and writing each line is paid either way.
-  const echo = spawnNode(
-    join(benchBuild, 'bench/echo-server.js'),
-    [String(ACCESS_TOKEN_LENGTH)],
-    {},
-    {
-      stdout: 'pipe',
-    },
-  );
-  const layer = spawnNode(join(benchBuild, 'bench/server-layer.js'), [String(ACCESS_TOKEN_LENGTH)], {});
+  const echo = spawnNode(join(benchBuild, 'bench/echo-server.js'), [String(ACCESS_TOKEN_LENGTH)], runtime, {
+    stdout: 'pipe',
+  });
+  const layer = spawnNode(join(benchBuild, 'bench/server-layer.js'), [String(ACCESS_TOKEN_LENGTH)], runtime);
   bench.cleanups.push(() => Promise.all([...brokers.map((b) => b.stop()), echo.stop(), layer.stop()]));
   const echoAddress = `127.0.0.1:${await helperPort(echo, 'stdout')}`;
   const layerAddress = `127.0.0.1:${await helperPort(layer, 'stderr')}`;
@@ -539,6 +543,7 @@ async function run(bench: Bench): Promise<void> {
   const benchBuild = join(bench.work, 'build');
   const cli = bench.options.build ? buildDist() : join(ROOT, 'dist/cli.js');
   if (bench.options.build) buildBench(benchBuild);
+  log(`NODE_OPTIONS of every server under load (as deploy/kubernetes/deployment.yaml): ${bench.nodeOptions}`);
   log(`built dist/ and the bench servers (${((Date.now() - bench.started) / 1000).toFixed(1)} s)`);
   const loggerCost = measureLoggerCost();
   log(
@@ -625,6 +630,7 @@ async function run(bench: Bench): Promise<void> {
       requestBytes: requestBytes.length,
       cpuProfiled: bench.options.cpuProf,
       broker: 'node dist/cli.js serve',
+      nodeOptions: bench.nodeOptions,
     },
     rounds,
     echo: echoMedian,

@@ -5,7 +5,7 @@
  * (`__name` on every function expression) that production does not have.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './processes.js';
 
@@ -37,4 +37,18 @@ export function buildBench(outDir: string): string {
   writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
   symlinkSync(join(ROOT, 'proto'), join(outDir, 'proto'));
   return outDir;
+}
+
+/**
+ * NODE_OPTIONS of the shipped Kubernetes Deployment (deploy/kubernetes/deployment.yaml): the
+ * brokers run with the runtime flags production runs with, and echo and the server layer with the
+ * same, so that the comparison is between servers, not between V8 heap settings. The heap limit
+ * matters for memory: V8 sizes its old generation's growth from it (peak RSS under the bench load
+ * ≈ 180 MiB without it, ≈ 120 MiB with it, docs/PERFORMANCE.md).
+ */
+export function deploymentNodeOptions(): string {
+  const manifest = readFileSync(join(ROOT, 'deploy/kubernetes/deployment.yaml'), 'utf8');
+  const value = /- name: NODE_OPTIONS\s*\n\s*value: *["']?([^"'\n]*)/.exec(manifest)?.[1]?.trim();
+  if (!value) throw new Error('deploy/kubernetes/deployment.yaml sets no NODE_OPTIONS');
+  return value;
 }
