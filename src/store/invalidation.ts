@@ -27,7 +27,16 @@
  * - each link is PINGed every `heartbeatMs`: a reply proves the link delivered every
  *   invalidation queued before it; none within the command timeout (a silent partition) counts
  *   as the link lost, so a replica cut off from Redis stops serving from its cache within
- *   `heartbeatMs` + the command timeout.
+ *   `heartbeatMs` + the command timeout;
+ * - the link must watch the server the commands write to. The cache is off while the command
+ *   connection is not ready, and dropped whenever it closes or becomes ready again (a reconnect
+ *   may have moved it, e.g. to a new master after a Sentinel failover). On standalone and
+ *   Sentinel the link also notes its server's `run_id` (INFO server) when it arms, and every
+ *   heartbeat compares it with the command connection's: on a mismatch — a partial partition
+ *   after a failover can leave the link on an isolated old master that still answers PING while
+ *   commands go to the new one — the cache is dropped and the link reconnects (through Sentinel,
+ *   to the current master). On Cluster the links follow the masters of the command client's
+ *   slot map (a failover changes it), each link to one node address.
  */
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
@@ -43,6 +52,8 @@ export const TRACKED_PREFIX = `${KEY_PREFIX}{`;
  * link reconnects and tries again this much later; the cache stays off meanwhile.
  */
 const REARM_DELAY_MS = 5_000;
+/** The one link's key on standalone and Sentinel. */
+const MASTER = 'master';
 
 export interface InvalidationOptions {
   readonly connections: RedisConnections;
@@ -68,6 +79,8 @@ interface Link {
   round: number;
   /** Failed armings in a row: only the first is logged as a warning. */
   failures: number;
+  /** `run_id` of the server the link armed on (standalone and Sentinel). */
+  runId: string | undefined;
 }
 
 interface LinkContext {
@@ -75,22 +88,60 @@ interface LinkContext {
   readonly links: Map<string, Link>;
   closed: boolean;
   heartbeat: NodeJS.Timeout | undefined;
+  readonly cluster: boolean;
+  /**
+   * The command connection is ready and — standalone, Sentinel — on the server the link armed
+   * on (same `run_id`) as of the last check. The cache serves only meanwhile.
+   */
+  commandOk: boolean;
+  /** Increments whenever the command connection closes or becomes ready: older checks are void. */
+  commandRound: number;
 }
 
 /** Opens the link(s) and keeps them up until `close()`; the cache is inactive until they are. */
 export function startInvalidation(options: InvalidationOptions): InvalidationLink {
-  const ctx: LinkContext = { options, links: new Map(), closed: false, heartbeat: undefined };
   const client = options.connections.client;
-  if (options.connections.kind === 'redis-cluster') {
+  const isCluster = options.connections.kind === 'redis-cluster';
+  const ctx: LinkContext = {
+    options,
+    links: new Map(),
+    closed: false,
+    heartbeat: undefined,
+    cluster: isCluster,
+    // On Cluster, ready is enough; elsewhere the first check (after the link arms) decides.
+    commandOk: isCluster && client.status === 'ready',
+    commandRound: 0,
+  };
+  // A command connection that closes or reconnects may come back on another server: the cache
+  // is off from its 'close' and dropped again when it is back (setActive clears on each change).
+  client.on('close', () => {
+    ctx.commandRound++;
+    if (!ctx.commandOk) return;
+    ctx.commandOk = false;
+    options.logger?.info({ why: 'command connection closed' }, 'Redis record cache dropped');
+    update(ctx);
+  });
+  client.on('ready', () => {
+    ctx.commandRound++;
+    ctx.commandOk = false;
+    update(ctx);
+    if (ctx.cluster) {
+      ctx.commandOk = true;
+      syncMasters(ctx, client as Cluster);
+      update(ctx);
+    } else {
+      void verify(ctx);
+    }
+  });
+  if (isCluster) {
     const cluster = client as Cluster;
     const sync = (): void => syncMasters(ctx, cluster);
     cluster.on('+node', sync);
     cluster.on('-node', sync);
     cluster.on('refresh', sync);
-    cluster.on('ready', sync);
     sync();
   } else {
-    addLink(ctx, 'master', undefined);
+    addLink(ctx, MASTER, undefined);
   }
   ctx.heartbeat = setInterval(() => heartbeat(ctx), options.heartbeatMs);
   ctx.heartbeat.unref();
@@ -104,7 +155,7 @@ export function startInvalidation(options: InvalidationOptions): InvalidationLin
 }
 
 function allUp(ctx: LinkContext): boolean {
-  if (ctx.closed || ctx.links.size === 0) return false;
+  if (ctx.closed || ctx.links.size === 0 || !ctx.commandOk) return false;
   for (const link of ctx.links.values()) if (!link.up) return false;
   return true;
 }
@@ -112,6 +163,52 @@ function allUp(ctx: LinkContext): boolean {
 /** Every change of link state clears the cache (RecordCache.setActive) and re-decides activity. */
 function update(ctx: LinkContext): void {
   ctx.options.cache.setActive(allUp(ctx));
+}
+
+/** The `run_id` line of INFO server. */
+function runIdOf(info: string): string | undefined {
+  return /^run_id:([0-9a-f]+)/m.exec(info)?.[1];
+}
+
+/**
+ * Standalone / Sentinel: whether the command connection is on the link's server (same
+ * `run_id`). On a match the cache may serve; on no answer it is off until the next check; on a
+ * mismatch it is off and the link reconnects — after `heartbeatMs`, so two connections that
+ * disagree during a failover do not make it spin.
+ */
+async function verify(ctx: LinkContext): Promise<void> {
+  const link = ctx.links.get(MASTER);
+  if (ctx.closed || ctx.cluster || link === undefined || !link.up || link.runId === undefined) return;
+  const { round } = link;
+  const { commandRound } = ctx;
+  const stale = (): boolean => ctx.closed || round !== link.round || commandRound !== ctx.commandRound;
+  let runId: string | undefined;
+  try {
+    runId = runIdOf(await (ctx.options.connections.client as Redis).info('server'));
+  } catch (err) {
+    if (stale() || !ctx.commandOk) return;
+    ctx.commandOk = false;
+    ctx.options.logger?.info({ err, why: 'command connection check failed' }, 'Redis record cache dropped');
+    update(ctx);
+    return;
+  }
+  if (stale()) return;
+  if (runId === link.runId) {
+    if (ctx.commandOk) return;
+    ctx.commandOk = true;
+    update(ctx);
+    return;
+  }
+  ctx.commandOk = false;
+  ctx.options.logger?.warn(
+    { node: link.key },
+    'Redis invalidation link is on another server than the command connection (failover?): record cache dropped, link reconnecting',
+  );
+  down(ctx, link, 'on another server than the command connection');
+  const downRound = link.round;
+  setTimeout(() => {
+    if (downRound === link.round && !ctx.closed) link.redis.disconnect(true);
+  }, ctx.options.heartbeatMs).unref();
 }
 
 function syncMasters(ctx: LinkContext, cluster: Cluster): void {
@@ -144,7 +241,7 @@ function syncMasters(ctx: LinkContext, cluster: Cluster): void {
 function addLink(ctx: LinkContext, key: string, address: NodeAddress | undefined): void {
   const { connections, cache, logger } = ctx.options;
   const redis = connections.createTrackingConnection(address);
-  const link: Link = { key, redis, up: false, round: 0, failures: 0 };
+  const link: Link = { key, redis, up: false, round: 0, failures: 0, runId: undefined };
   ctx.links.set(key, link);
   redis.on('error', (err: Error) => logger?.debug({ err, node: key }, 'redis invalidation link error'));
   redis.on('ready', () => void arm(ctx, link));
@@ -164,8 +261,14 @@ function addLink(ctx: LinkContext, key: string, address: NodeAddress | undefined
 /** Enables tracking redirected to the connection itself, then subscribes; the link is then up. */
 async function arm(ctx: LinkContext, link: Link): Promise<void> {
   const round = ++link.round;
+  link.runId = undefined;
   try {
     const id = await link.redis.client('ID');
+    // Before SUBSCRIBE: a subscribed RESP2 connection answers nothing but (un)subscribe and PING.
+    if (!ctx.cluster) {
+      link.runId = runIdOf(await link.redis.info('server'));
+      if (link.runId === undefined) throw new Error('INFO server has no run_id');
+    }
     await link.redis.call(
       'CLIENT',
       'TRACKING',
@@ -181,6 +284,8 @@ async function arm(ctx: LinkContext, link: Link): Promise<void> {
     link.up = true;
     link.failures = 0;
     update(ctx);
+    // Standalone / Sentinel: serves once the command connection is found on the same server.
+    void verify(ctx);
   } catch (err) {
     if (round !== link.round || ctx.closed) return;
     const logger = ctx.options.logger;
@@ -198,6 +303,8 @@ function down(ctx: LinkContext, link: Link, why: string): void {
   link.round++;
   if (!link.up) return;
   link.up = false;
+  // The link comes back on whichever server it reaches: the command connection is checked again.
+  if (!ctx.cluster) ctx.commandOk = false;
   ctx.options.logger?.info({ node: link.key, why }, 'Redis invalidation link down: record cache dropped');
   update(ctx);
 }
@@ -212,6 +319,7 @@ function heartbeat(ctx: LinkContext): void {
       link.redis.disconnect(true);
     });
   }
+  void verify(ctx);
 }
 
 async function close(ctx: LinkContext): Promise<void> {

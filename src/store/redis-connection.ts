@@ -114,6 +114,9 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
         sentinels: s.sentinels.map(hostPort),
         name: s.name,
         sentinelRetryStrategy: reconnectDelay,
+        // Subscribes to Sentinel's +switch-master and reconnects on a failover, instead of
+        // staying on an old master that is still reachable (ioredis ≥ 5.4).
+        failoverDetector: true,
         ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
       });
     return {

@@ -12,9 +12,10 @@ import { loadConfig, type StoreConfig } from '../../src/config/load.js';
 import { startInvalidation } from '../../src/store/invalidation.js';
 import { loginKey, tokenKey } from '../../src/store/keys.js';
 import { createRecordCache } from '../../src/store/record-cache.js';
-import { connectRedis } from '../../src/store/redis-connection.js';
+import { connectRedis, type RedisConnections } from '../../src/store/redis-connection.js';
 import { createRedisStore, type RedisTokenStore, type StoreCache } from '../../src/store/redis-store.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
+import { startRedisProxy } from '../helpers/redis-proxy.js';
 import { startSentinel, type RedisSentinel } from '../helpers/redis-sentinel.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { contractKeyRing, freshRef, sampleRecord } from '../unit/store-contract.js';
@@ -57,6 +58,18 @@ function cacheOf(store: RedisTokenStore): StoreCache {
   return store.cache;
 }
 
+/**
+ * Reads `ref` on `store` until a read is a cache hit. The first read may fill nothing: the
+ * invalidation of the write before it can arrive while it is in flight (and must then win).
+ */
+async function cached(store: RedisTokenStore, ref: SubjectRef): Promise<void> {
+  await waitUntil('a read of the record is served from the cache', async () => {
+    const hits = cacheOf(store).stats().hits;
+    await store.getToken(ref);
+    return cacheOf(store).stats().hits === hits + 1;
+  });
+}
+
 /** Kills every invalidation link on the given nodes, as an operator's CLIENT KILL would. */
 async function killLinks(nodes: readonly Redis[]): Promise<number> {
   let killed = 0;
@@ -97,18 +110,6 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       for (const m of topology?.masters ?? []) m.disconnect();
       await topology?.stop();
     });
-
-    /**
-     * Reads `ref` on `store` until a read is a cache hit. The first read may fill nothing: the
-     * invalidation of the write before it can arrive while it is in flight (and must then win).
-     */
-    async function cached(store: RedisTokenStore, ref: SubjectRef): Promise<void> {
-      await waitUntil('a read of the record is served from the cache', async () => {
-        const hits = cacheOf(store).stats().hits;
-        await store.getToken(ref);
-        return cacheOf(store).stats().hits === hits + 1;
-      });
-    }
 
     it('serves a repeated read from the cache, and an entry equal to what Redis holds', async () => {
       const ref = freshRef();
@@ -326,6 +327,60 @@ describe('Redis store record cache', () => {
         } finally {
           await store.close();
           await admin.call('ACL', 'DELUSER', 'nocache');
+        }
+      });
+
+      it('stays off while the command connection is on another server than the link (run_id check)', async () => {
+        // The command connection goes through a proxy that is then switched to another Redis,
+        // while the link stays on the first: the partial partition after a failover in which
+        // commands reach the new master and the link an old one that still answers PING.
+        const first = topology().config.redis_url!;
+        const other = await startRedis();
+        const proxy = await startRedisProxy(Number(new URL(first).port));
+        const viaProxy = connectRedis(storeConfig({ CREDBROKER_REDIS_URL: proxy.url }))!;
+        viaProxy.client.on('error', () => undefined); // cut by the proxy on purpose
+        const direct = connectRedis(topology().config)!;
+        direct.client.disconnect();
+        const connections: RedisConnections = {
+          kind: 'redis',
+          client: viaProxy.client,
+          createSubscriber: viaProxy.createSubscriber,
+          createTrackingConnection: direct.createTrackingConnection,
+        };
+        let active = false;
+        const activations: boolean[] = [];
+        const link = startInvalidation({
+          connections,
+          heartbeatMs: 100,
+          cache: {
+            invalidate: () => undefined,
+            clear: () => undefined,
+            setActive: (next) => {
+              active = next;
+              activations.push(next);
+            },
+          },
+        });
+        try {
+          await waitUntil('the cache is active (link and commands on one server)', () => active);
+          const linkConnection = link.connections()[0]!;
+          let armings = 0;
+          linkConnection.on('ready', () => armings++);
+          proxy.switchTo(other.port);
+          await waitUntil('the cache is off once the command connection closed', () => !active);
+          const since = activations.length;
+          // Each mismatch found reconnects the link (after a heartbeat), which finds it again.
+          await waitUntil('the link re-armed twice on its server', () => armings >= 2);
+          assert.deepEqual(activations.slice(since).filter(Boolean), [], 'never served meanwhile');
+          assert.equal(link.up, false);
+          // Both on one server again: the cache serves again.
+          proxy.switchTo(Number(new URL(first).port));
+          await waitUntil('the cache is active again', () => active);
+        } finally {
+          await link.close();
+          viaProxy.client.disconnect();
+          await proxy.close();
+          await other.stop();
         }
       });
 
