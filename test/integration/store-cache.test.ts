@@ -418,6 +418,77 @@ describe('Redis store record cache', () => {
     };
   });
 
+  describe('across a Sentinel failover', function () {
+    this.timeout(90_000);
+    let master: RedisServer;
+    let replica: RedisServer;
+    let sentinel: RedisSentinel;
+    let a: RedisTokenStore;
+    let b: RedisTokenStore;
+
+    before(async () => {
+      master = await startRedis();
+      replica = await startRedis(['--replicaof', '127.0.0.1', String(master.port)]);
+      sentinel = await startSentinel(master.port);
+      const config = storeConfig({
+        CREDBROKER_REDIS_SENTINELS: sentinel.address,
+        CREDBROKER_REDIS_SENTINEL_NAME: 'credbroker',
+      });
+      a = openStore(config);
+      b = openStore(config);
+      await waitUntil('both caches active', () => cacheOf(a).active && cacheOf(b).active);
+    });
+    after(async () => {
+      await a?.close();
+      await b?.close();
+      await sentinel?.stop();
+      await replica?.stop();
+      await master?.stop();
+    });
+
+    it('a write through the new master drops the entry a replica had cached before and after', async () => {
+      const ref = freshRef();
+      const g1 = await a.putToken(ref, sampleRecord(), HOUR);
+      const direct = new Redis(master.url);
+      try {
+        // On the replica before the failover, so the record survives it.
+        assert.equal(await direct.call('WAIT', '1', '5000'), 1);
+      } finally {
+        direct.disconnect();
+      }
+      await cached(b, ref);
+      const flushes = cacheOf(b).stats().flushes;
+
+      assert.equal(await sentinel.failover(), replica.port);
+      // Both stores' command connections follow +switch-master (ioredis failoverDetector) at
+      // once, without waiting for Sentinel to demote the old master (seconds later), where a
+      // write would be lost.
+      const port = async (store: RedisTokenStore) =>
+        Number(/^tcp_port:(\d+)/m.exec(await (store.client as Redis).info('server'))?.[1]);
+      await waitUntil(
+        'A and B send commands to the new master',
+        async () =>
+          (await port(a).catch(() => 0)) === replica.port && (await port(b).catch(() => 0)) === replica.port,
+      );
+      let g2 = 0;
+      await waitUntil('A writes through the new master', async () => {
+        g2 = await a.putToken(ref, sampleRecord(), HOUR).catch(() => 0);
+        return g2 > g1;
+      });
+      await waitUntil(
+        'B reads the generation written through the new master',
+        async () => (await b.getToken(ref).catch(() => undefined))?.generation === g2,
+      );
+      assert.ok(cacheOf(b).stats().flushes > flushes, 'B dropped its cache when its connections moved');
+
+      // The links are on the new master: B caches again, and A's next write there reaches it.
+      await waitUntil('B serves from its cache again', () => cacheOf(b).active);
+      await cached(b, ref);
+      const g3 = await a.putToken(ref, sampleRecord(), HOUR);
+      await waitUntil('B reads the next generation', async () => (await b.getToken(ref))?.generation === g3);
+    });
+  });
+
   cacheSuite('three-node cluster', async () => {
     const cluster: RedisCluster = await startRedisCluster();
     return {
