@@ -134,7 +134,7 @@ export function createLoginFlow(options: LoginFlowOptions): LoginFlow {
       // IdP subject: never hand one person's refresh token to another's login.
       let previous;
       if ((tokens.refreshToken ?? '') === '' && subject !== undefined) {
-        previous = await store.getToken(ref).catch((err: unknown) => {
+        previous = await store.getToken(ref, { fresh: true }).catch((err: unknown) => {
           log.warn({ err }, 'reading the previous record for a re-login failed; storing without it');
           return undefined;
         });

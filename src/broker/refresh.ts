@@ -340,7 +340,7 @@ async function refreshFailed(
     // meanwhile (a login while we were refreshing).
     count(ctx, ref, state, 'rejected', err.oauthError);
     log(ctx, ref).info({ oauthError: err.oauthError }, 'refresh rejected by the identity provider');
-    const current = await counted(ctx, 'get', ctx.store.getToken(ref));
+    const current = await counted(ctx, 'get', ctx.store.getToken(ref, { fresh: true }));
     if (
       current !== undefined &&
       current.generation !== rec.generation &&

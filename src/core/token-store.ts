@@ -56,12 +56,22 @@ export interface LoginState {
   readonly createdAt: number;
 }
 
+/** Options of getToken. */
+export interface ReadOptions {
+  /**
+   * Read the backend itself, not a process-local copy (the Redis store's record cache, whose
+   * invalidation by a peer's write may still be on its way): for re-reads that decide on what a
+   * peer may just have written. Stores without such a copy ignore it.
+   */
+  readonly fresh?: boolean | undefined;
+}
+
 export interface TokenStore {
   /** `memory`, `redis`, `redis-cluster` or `redis-sentinel`, for logs and metrics. */
   readonly kind: string;
 
   /** The record, or undefined when none is stored. @throws STORE_UNAVAILABLE, REAUTH_REQUIRED/UNDECRYPTABLE */
-  getToken(ref: SubjectRef): Promise<TokenRecord | undefined>;
+  getToken(ref: SubjectRef, options?: ReadOptions): Promise<TokenRecord | undefined>;
   /**
    * Unconditional write (CompleteLogin): assigns generation = last + 1 and clears a tombstone.
    * @param ttlMs record lifetime (refresh-token expiry, or the configured maximum)

@@ -23,7 +23,15 @@ import { createRecordCache, type RecordCache, type RecordCacheStats } from './re
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { RedisClient, RedisConnections } from './redis-connection.js';
 import { scripts, type ScriptCommands } from './redis-scripts.js';
-import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
+import type {
+  DownstreamWrite,
+  ExpectedDownstream,
+  LoginState,
+  NewTokenRecord,
+  ReadOptions,
+  TokenRecord,
+  TokenStore,
+} from '../core/token-store.js';
 
 /** Suggested client back-off when Redis is unreachable (google.rpc.RetryInfo). */
 const STORE_RETRY_AFTER_MS = 1_000;
@@ -222,11 +230,18 @@ function unsubscribe(ctx: StoreContext, channel: string): void {
 
 // --- token records --------------------------------------------------------------------------
 
-async function getToken(ctx: StoreContext, ref: SubjectRef): Promise<TokenRecord | undefined> {
+async function getToken(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  options: ReadOptions | undefined,
+): Promise<TokenRecord | undefined> {
   const r = ring(ctx, ref);
   const key = tokenKey(ref);
   const cache = ctx.cache;
   if (cache?.active) {
+    // A fresh read does not trust the entry: it is dropped (and the read counted as a miss),
+    // and what Redis answers replaces it.
+    if (options?.fresh === true) cache.invalidate(key);
     const hit = cache.get(key);
     if (hit !== undefined) return hit;
     return readThrough(ctx, cache, r, ref, key);
@@ -320,7 +335,8 @@ async function putToken(
   const ttl = isPositive(ttlMs, 'ttlMs');
   let last = await run(ctx, () => ctx.redis.cbLastGeneration(tokenKey(ref), tombKey(ref)));
   for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-    const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1 });
+    // A login starts a login epoch: the generation it is written with (PUT sets `e` alike).
+    const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1, loginEpoch: last + 1 });
     const [ok, generation] = await run(ctx, () =>
       ctx.redis.cbPut(tokenKey(ref), tombKey(ref), last, sealed, ttl, ref.provider, ref.userId),
     );
@@ -345,6 +361,45 @@ async function putTokenFenced(
     ctx.redis.cbPutFenced(tokenKey(ref), lockKey(ref), lockOwner, expectedGeneration, sealed, ttl),
   );
   return ok === 1;
+}
+
+/** The downstream write, checks and write in one script (TokenStore.putDownstreamToken). */
+async function putDownstreamToken(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  lockOwner: string,
+  expected: ExpectedDownstream,
+  record: NewTokenRecord,
+  ttlMs: number,
+): Promise<DownstreamWrite> {
+  const r = ring(ctx, ref);
+  const ttl = isPositive(ttlMs, 'ttlMs');
+  if (ref.downstream === undefined) throw new RangeError('putDownstreamToken needs a downstream ref');
+  // The generation is sealed into the envelope, so it is known before the script runs: the one
+  // after the expected record's, else after the last one (a script that finds it moved refuses).
+  const generation =
+    typeof expected === 'number'
+      ? expected + 1
+      : (await run(ctx, () => ctx.redis.cbLastGeneration(tokenKey(ref), tombKey(ref)))) + 1;
+  const sealed = sealRecord(r.active, ref, { ...record, generation });
+  const subject = tokenKey({ provider: ref.provider, userId: ref.userId });
+  const outcome = await run(ctx, () =>
+    ctx.redis.cbPutDownstream(
+      tokenKey(ref),
+      tombKey(ref),
+      lockKey(ref),
+      subject,
+      lockOwner,
+      String(expected),
+      generation,
+      sealed,
+      ttl,
+      record.loginEpoch ?? 0,
+      ref.provider,
+      ref.userId,
+    ),
+  );
+  return outcome === 'ok' ? { written: true, generation } : { written: false, reason: outcome };
 }
 
 /** Delete with tombstone; `expectedGeneration` '' deletes unconditionally. */
@@ -503,10 +558,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
             linkConnections: () => invalidation.connections(),
           }
         : undefined,
-    getToken: (ref) => getToken(ctx, ref),
+    getToken: (ref, options) => getToken(ctx, ref, options),
     putToken: (ref, record, ttlMs) => thenForget(ctx, ref, putToken(ctx, ref, record, ttlMs)),
     putTokenFenced: (ref, lockOwner, expectedGeneration, record, ttlMs) =>
       thenForget(ctx, ref, putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs)),
+    putDownstreamToken: (ref, lockOwner, expected, record, ttlMs) =>
+      thenForget(ctx, ref, putDownstreamToken(ctx, ref, lockOwner, expected, record, ttlMs)),
     deleteToken: (ref) => thenForget(ctx, ref, deleteToken(ctx, ref, '')),
     deleteTokenIfGeneration: (ref, expectedGeneration) =>
       thenForget(ctx, ref, deleteToken(ctx, ref, expectedGeneration)),

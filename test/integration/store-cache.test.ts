@@ -182,6 +182,18 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       await b.releaseLock(ref, owner);
     });
 
+    it('answers a fresh read from Redis even when the record is cached, and refills the entry', async () => {
+      const ref = freshRef();
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      const { misses, hits } = cacheOf(b).stats();
+      // The domain's re-reads after invalid_grant and for a re-login's merge ask for this.
+      assert.equal((await b.getToken(ref, { fresh: true }))?.generation, g);
+      assert.equal(cacheOf(b).stats().misses, misses + 1, 'the fresh read went to Redis');
+      assert.equal(cacheOf(b).stats().hits, hits);
+      await cached(b, ref);
+    });
+
     it("re-reads the user's subject record from Redis after writing one of their downstream records", async () => {
       const ref = freshRef();
       await a.putToken(ref, sampleRecord(), HOUR);
