@@ -66,6 +66,12 @@ export interface GetTokenResult {
   readonly source: TokenSource;
   /** The IdP was unreachable; the token is unexpired but has less than the requested margin. */
   readonly degraded: boolean;
+  /**
+   * The login epoch of the record the token belongs to (TokenRecord.loginEpoch; 0 for records
+   * older than epochs). Internal, not on the wire: GetDownstreamToken binds what it exchanges
+   * to it. Optional for callers that build results themselves.
+   */
+  readonly loginEpoch?: number;
 }
 
 export interface RevokeInput {

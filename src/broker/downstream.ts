@@ -14,7 +14,13 @@ import type { IdpClient, IdpRegistry, ExchangedToken } from '../core/idp-client.
 import { IdpError } from '../core/idp-client.js';
 import type { Logger } from '../logger.js';
 import { hashUserId } from '../logger.js';
-import type { NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
+import type {
+  DownstreamWrite,
+  ExpectedDownstream,
+  NewTokenRecord,
+  TokenRecord,
+  TokenStore,
+} from '../core/token-store.js';
 import type {
   BrokerApi,
   CallContext,
@@ -294,6 +300,7 @@ async function exchangeUnderLock(
   idp: IdpClient,
   state: FlightState,
   owner: string,
+  retried = false,
 ): Promise<Served> {
   // Double-check under the lock: the previous holder may have exchanged already.
   const rec = await readCached(ctx, ref);
@@ -310,9 +317,33 @@ async function exchangeUnderLock(
   } catch (err) {
     return exchangeFailed(ctx, ref, state, rec, err);
   }
-  return write(ctx, ref, state, rec, owner, tokens);
+  const loginEpoch = subject.loginEpoch ?? 0;
+  const outcome = await write(ctx, ref, state, rec, owner, tokens, loginEpoch);
+  if (outcome !== SUBJECT_CHANGED) return outcome;
+  // The user's subject record was deleted, or replaced by a new login, while the IdP call was in
+  // flight: what it issued belongs to a grant that is gone and is neither stored nor served.
+  count(ctx, ref, state, 'fenced');
+  const now = await subjectEpochNow(ctx, ref);
+  if (now === undefined) {
+    throw reauthRequired(ReauthCause.NO_TOKEN, { provider: ref.provider, userId: ref.userId });
+  }
+  // A new login: exchange its token instead, once.
+  if (!retried && now !== loginEpoch) return exchangeUnderLock(ctx, ref, idp, state, owner, true);
+  throw exchangeInProgress(ref);
 }
 
+/** write()'s answer when the subject record changed: the caller decides what follows. */
+const SUBJECT_CHANGED = Symbol('subject changed');
+/** Writes tried when the downstream record keeps moving under the writer (each re-reads it). */
+const WRITE_ATTEMPTS = 3;
+
+/**
+ * Stores the exchanged token with one atomic store step that checks everything a concurrent
+ * revoke, login or peer could have changed (TokenStore.putDownstreamToken): the lock is still
+ * ours, the downstream record is the one read, and the subject record still exists with the
+ * login epoch of the subject token that was exchanged. Nothing is written and then checked, so
+ * no failure or crash can leave a token of a revoked grant behind.
+ */
 async function write(
   ctx: DownstreamContext,
   ref: SubjectRef,
@@ -320,7 +351,8 @@ async function write(
   rec: TokenRecord | undefined,
   owner: string,
   tokens: ExchangedToken,
-): Promise<Served> {
+  loginEpoch: number,
+): Promise<Served | typeof SUBJECT_CHANGED> {
   const now = ctx.clock.now();
   const next: NewTokenRecord = {
     accessToken: tokens.accessToken,
@@ -334,6 +366,7 @@ async function write(
     updatedAt: now,
     subject: undefined,
     issuedTokenType: tokens.issuedTokenType,
+    loginEpoch,
   };
   // The record lives as long as the token: there is no refresh token to outlive it.
   const ttlMs = Math.max(MIN_RECORD_TTL_MS, next.expiresAt - now);
@@ -342,54 +375,62 @@ async function write(
     source: 'EXCHANGED',
     degraded: false,
   });
-  let generation: number | undefined;
-  let fencedByRecord = rec !== undefined;
-  try {
-    if (rec !== undefined) {
-      const landed = await countStoreErrors(
+  let expected: ExpectedDownstream = rec?.generation ?? 'absent';
+  for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+    let outcome: DownstreamWrite;
+    try {
+      outcome = await countStoreErrors(
         ctx.metrics,
         'put_fenced',
-        ctx.store.putTokenFenced(ref, owner, rec.generation, next, ttlMs),
+        ctx.store.putDownstreamToken(ref, owner, expected, next, ttlMs),
       );
-      if (landed) generation = rec.generation + 1;
-      else {
-        // The fence held: a peer wrote after our lease ran out, or the record is gone (revoked,
-        // or expired with its token while the IdP call was in flight).
-        const current = await readCached(ctx, ref);
-        if (current !== undefined) {
-          count(ctx, ref, state, 'fenced');
-          return current.expiresAt > now ? served(current, state) : fresh(0);
-        }
-        fencedByRecord = false;
-      }
+    } catch (err) {
+      // The IdP has issued the token from a subject token the subject path has just handed out;
+      // failing the call would waste it. If the write landed, it passed every check.
+      count(ctx, ref, state, 'exchanged');
+      log(ctx, ref).error({ err }, 'exchanged downstream token could not be stored; serving it unsaved');
+      return fresh(0);
     }
-    if (!fencedByRecord) {
-      generation = await countStoreErrors(ctx.metrics, 'put', ctx.store.putToken(ref, next, ttlMs));
+    if (outcome.written) {
+      count(ctx, ref, state, 'exchanged');
+      return fresh(outcome.generation);
     }
-  } catch (err) {
-    // The IdP has issued the token; failing the call would waste it. The next call exchanges again.
-    count(ctx, ref, state, 'exchanged');
-    log(ctx, ref).error({ err }, 'exchanged downstream token could not be stored; serving it unsaved');
-    return fresh(0);
+    if (outcome.reason === 'subject') return SUBJECT_CHANGED;
+    // A peer wrote after our lease ran out, or the record expired or was deleted meanwhile.
+    const current = await readCached(ctx, ref);
+    if (current !== undefined && (current.loginEpoch ?? 0) === loginEpoch && current.expiresAt > now) {
+      count(ctx, ref, state, 'fenced');
+      return served(current, state);
+    }
+    if (outcome.reason === 'lock') {
+      // The lease ran out and nobody wrote a usable record: the token is served, not stored,
+      // and only while the subject still has the epoch it was exchanged under.
+      if ((await subjectEpochNow(ctx, ref)) !== loginEpoch) return SUBJECT_CHANGED;
+      count(ctx, ref, state, 'fenced');
+      log(ctx, ref).warn('downstream lock lost before the write; serving the exchanged token unsaved');
+      return fresh(0);
+    }
+    expected = current?.generation ?? 'absent';
   }
-  // A write over no record is not fenced by one. A revoke deletes the subject record before the
-  // downstream ones; if the subject is gone now, the user was revoked while the IdP call was in
-  // flight, and the token just written must not outlive that.
-  if (!fencedByRecord && !(await subjectStillStored(ctx, ref))) {
-    await countStoreErrors(ctx.metrics, 'delete', ctx.store.deleteTokenIfGeneration(ref, generation!));
-    count(ctx, ref, state, 'fenced');
-    throw reauthRequired(ReauthCause.NO_TOKEN, { provider: ref.provider, userId: ref.userId });
-  }
-  count(ctx, ref, state, 'exchanged');
-  return fresh(generation!);
+  count(ctx, ref, state, 'fenced');
+  log(ctx, ref).warn('downstream record kept moving under the write; serving the exchanged token unsaved');
+  return fresh(0);
 }
 
-async function subjectStillStored(ctx: DownstreamContext, ref: SubjectRef): Promise<boolean> {
+/**
+ * The login epoch of the user's subject record now, undefined when there is none. A record that
+ * exists but cannot be opened has no epoch this process can compare: it counts as changed.
+ */
+async function subjectEpochNow(ctx: DownstreamContext, ref: SubjectRef): Promise<number | undefined> {
   try {
-    return (await ctx.store.getToken({ provider: ref.provider, userId: ref.userId })) !== undefined;
+    const subject = await countStoreErrors(
+      ctx.metrics,
+      'get',
+      ctx.store.getToken({ provider: ref.provider, userId: ref.userId }),
+    );
+    return subject === undefined ? undefined : (subject.loginEpoch ?? 0);
   } catch (err) {
-    // A subject record that exists but cannot be opened still exists.
-    if (isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) return true;
+    if (isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) return Number.NaN;
     throw err;
   }
 }

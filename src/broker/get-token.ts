@@ -61,6 +61,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       scopes: token.scopes,
       source,
       degraded,
+      loginEpoch: token.loginEpoch ?? 0,
     };
   }
 

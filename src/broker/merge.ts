@@ -31,6 +31,8 @@ export function mergeRefreshed(previous: TokenRecord, tokens: TokenSet, now: num
     obtainedVia: 'refresh',
     updatedAt: now,
     subject: previous.subject,
+    // A refresh continues the login's epoch (TokenRecord.loginEpoch): it is not a new login.
+    loginEpoch: previous.loginEpoch,
   };
 }
 

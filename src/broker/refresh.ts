@@ -34,7 +34,10 @@ import { countStoreErrors, releaseLock, withUserLock, type UserLockContext } fro
 export const DEFAULT_IDP_RETRY_MS = 1000;
 
 /** The token part of a record: what a caller is handed. */
-export type ServedToken = Pick<TokenRecord, 'accessToken' | 'tokenType' | 'expiresAt' | 'scopes'>;
+export type ServedToken = Pick<
+  TokenRecord,
+  'accessToken' | 'tokenType' | 'expiresAt' | 'scopes' | 'loginEpoch'
+>;
 
 export interface RefreshResult {
   readonly token: ServedToken;

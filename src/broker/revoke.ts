@@ -49,8 +49,9 @@ export async function revokeSubjectToken(options: RevokeOptions, input: RevokeIn
 
 /**
  * Deletes (with tombstone) the user's cached token of every configured downstream, after the
- * subject record: an exchange in flight re-checks the subject after writing (./downstream.ts),
- * so nothing it writes outlives the revoke.
+ * subject record. An exchange in flight cannot write afterwards: its write is one atomic store
+ * step that requires the subject record with the login epoch it exchanged under
+ * (TokenStore.putDownstreamToken), and a deleted one has none.
  */
 async function deleteDownstreamTokens(
   store: Pick<TokenStore, 'deleteToken'>,

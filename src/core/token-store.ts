@@ -38,10 +38,42 @@ export interface TokenRecord {
   readonly subject: string | undefined;
   /** RFC 8693 `issued_token_type` of a downstream token (obtainedVia `exchange`). */
   readonly issuedTokenType?: string | undefined;
+  /**
+   * The login epoch. A subject record's is the generation its login was written with (putToken
+   * sets it), carried unchanged by refreshes: a revoke followed by a new login changes it, a
+   * refresh does not. A downstream record's is the epoch of the subject record whose token was
+   * exchanged for it (putDownstreamToken checks it). Undefined (0): written before epochs existed.
+   */
+  readonly loginEpoch?: number | undefined;
 }
 
-/** A record to write; the store assigns the generation. */
+/**
+ * A record to write; the store assigns the generation. `loginEpoch` is ignored by putToken (a
+ * login starts an epoch); putTokenFenced must be given the epoch of the record it replaces.
+ */
 export type NewTokenRecord = Omit<TokenRecord, 'generation'>;
+
+/** What putDownstreamToken did: the generation written, or why nothing was. */
+export type DownstreamWrite =
+  | { readonly written: true; readonly generation: number }
+  | {
+      readonly written: false;
+      /**
+       * `lock`: the lock is not (or no longer) the writer's; `generation`: the downstream record
+       * is not the one expected (a peer wrote, or it expired or was deleted); `subject`: the
+       * user's subject record is gone or has another login epoch (revoked, re-logged in).
+       */
+      readonly reason: 'lock' | 'generation' | 'subject';
+    };
+
+/** The downstream record putDownstreamToken may replace. */
+export type ExpectedDownstream =
+  /** No record (whatever tombstone). */
+  | 'absent'
+  /** A record of any generation: one this process could not open (a key it lacks). */
+  | 'present'
+  /** Exactly this generation. */
+  | number;
 
 /** What StartLogin keeps for CompleteLogin: single use, bound to provider and redirect_uri. */
 export interface LoginState {
@@ -91,6 +123,21 @@ export interface TokenStore {
     record: NewTokenRecord,
     ttlMs: number,
   ): Promise<boolean>;
+  /**
+   * The write of a downstream token (ref.downstream set), one atomic step: it lands only while
+   * `lockOwner` holds ref's lock, ref's record is still `expected`, and the user's subject record
+   * (ref without downstream) exists with login epoch `record.loginEpoch` (0 when undefined).
+   * Writes generation = last (record or tombstone) + 1 and clears ref's tombstone. Nothing
+   * checked here can change between the check and the write, so a revoke or a new login that
+   * happened while the exchange was in flight can never be outlived by its result.
+   */
+  putDownstreamToken(
+    ref: SubjectRef,
+    lockOwner: string,
+    expected: ExpectedDownstream,
+    record: NewTokenRecord,
+    ttlMs: number,
+  ): Promise<DownstreamWrite>;
   /**
    * Deletes the record and leaves a tombstone (remembering the generation) so that a fenced write
    * already in flight cannot resurrect it. @returns whether a record existed

@@ -12,7 +12,13 @@ import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../co
 import type { KeyRing } from './key-ring.js';
 import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
-import type { LoginState, NewTokenRecord, TokenRecord, TokenStore } from '../core/token-store.js';
+import type {
+  DownstreamWrite,
+  LoginState,
+  NewTokenRecord,
+  TokenRecord,
+  TokenStore,
+} from '../core/token-store.js';
 
 /** Expired entries are swept at most this often (reads also ignore them lazily). */
 const SWEEP_INTERVAL_MS = 60_000;
@@ -28,7 +34,8 @@ export interface Entry<T> {
  * tests of the domain simulate R processes inside one.
  */
 export interface MemoryBackend {
-  readonly tokens: Map<string, Entry<{ generation: number; sealed: Buffer }>>;
+  /** `loginEpoch`: beside the envelope as Redis keeps it (hash field `e`), checked without opening. */
+  readonly tokens: Map<string, Entry<{ generation: number; sealed: Buffer; loginEpoch?: number }>>;
   readonly tombs: Map<string, Entry<number>>;
   readonly locks: Map<string, Entry<string>>;
   readonly logins: Map<string, Entry<Buffer>>;
@@ -91,9 +98,19 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       throw new RangeError(`ttlMs must be a positive number, got ${ttlMs}`);
     return Math.ceil(ttlMs);
   };
-  const write = (ref: SubjectRef, record: NewTokenRecord, generation: number, ttlMs: number): void => {
+  /** `loginEpoch`: the unsealed copy kept beside the envelope (the sealed one is the record's). */
+  const write = (
+    ref: SubjectRef,
+    record: NewTokenRecord,
+    generation: number,
+    ttlMs: number,
+    loginEpoch: number | undefined,
+  ): void => {
     const sealed = sealRecord(ring(ref).active, ref, { ...record, generation });
-    tokens.set(tokenKey(ref), { value: { generation, sealed }, expiresAt: now() + ttlMs });
+    tokens.set(tokenKey(ref), {
+      value: { generation, sealed, ...(loginEpoch === undefined ? {} : { loginEpoch }) },
+      expiresAt: now() + ttlMs,
+    });
     tombs.delete(tombKey(ref));
     sweep();
   };
@@ -114,7 +131,7 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       const entry = tokens.get(key);
       if (keyId !== r.active.id && entry !== undefined) {
         // As the Redis store: re-sealed in place under the active key, generation and TTL kept.
-        entry.value = { generation: stored.generation, sealed: sealRecord(r.active, ref, record) };
+        entry.value = { ...stored, sealed: sealRecord(r.active, ref, record) };
       }
       return record;
     },
@@ -123,7 +140,8 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       ring(ref);
       const ttl = validTtl(ttlMs);
       const last = Math.max(live(tokens, tokenKey(ref))?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0);
-      write(ref, record, last + 1, ttl);
+      // A login starts a login epoch: the generation it is written with.
+      write(ref, { ...record, loginEpoch: last + 1 }, last + 1, ttl, last + 1);
       return last + 1;
     },
 
@@ -131,9 +149,36 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       ring(ref);
       const ttl = validTtl(ttlMs);
       if (live(locks, lockKey(ref)) !== lockOwner) return false;
-      if (live(tokens, tokenKey(ref))?.generation !== expectedGeneration) return false;
-      write(ref, record, expectedGeneration + 1, ttl);
+      const stored = live(tokens, tokenKey(ref));
+      if (stored?.generation !== expectedGeneration) return false;
+      // The unsealed epoch is carried unchanged, as Redis's PUT_FENCED leaves field `e` alone.
+      write(ref, record, expectedGeneration + 1, ttl, stored.loginEpoch);
       return true;
+    },
+
+    async putDownstreamToken(ref, lockOwner, expected, record, ttlMs): Promise<DownstreamWrite> {
+      ring(ref);
+      const ttl = validTtl(ttlMs);
+      if (ref.downstream === undefined) throw new RangeError('putDownstreamToken needs a downstream ref');
+      // One synchronous step, as the Redis script is one atomic step.
+      if (live(locks, lockKey(ref)) !== lockOwner) return { written: false, reason: 'lock' };
+      const stored = live(tokens, tokenKey(ref));
+      if (
+        expected === 'absent'
+          ? stored !== undefined
+          : expected === 'present'
+            ? stored === undefined
+            : stored?.generation !== expected
+      ) {
+        return { written: false, reason: 'generation' };
+      }
+      const subject = live(tokens, tokenKey({ provider: ref.provider, userId: ref.userId }));
+      if (subject === undefined || (subject.loginEpoch ?? 0) !== (record.loginEpoch ?? 0)) {
+        return { written: false, reason: 'subject' };
+      }
+      const generation = Math.max(stored?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0) + 1;
+      write(ref, record, generation, ttl, record.loginEpoch);
+      return { written: true, generation };
     },
 
     async deleteToken(ref: SubjectRef): Promise<boolean> {

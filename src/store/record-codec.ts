@@ -43,6 +43,7 @@ export function encodeRecord(record: TokenRecord): Uint8Array {
     generation: record.generation,
     subject: record.subject ?? '',
     issuedTokenType: record.issuedTokenType ?? '',
+    loginEpoch: record.loginEpoch ?? 0,
   }).finish();
 }
 
@@ -67,6 +68,7 @@ export function decodeRecord(bytes: Uint8Array): TokenRecord {
     generation: m.generation,
     subject: m.subject === '' ? undefined : m.subject,
     ...(m.issuedTokenType === '' ? {} : { issuedTokenType: m.issuedTokenType }),
+    ...(m.loginEpoch === 0 ? {} : { loginEpoch: m.loginEpoch }),
   };
 }
 

@@ -3,8 +3,11 @@
  * Cluster slot), is registered once with ioredis `defineCommand` and then called by SHA
  * (EVALSHA, falling back to EVAL after a script-cache flush). Every write sets a TTL.
  *
- * A record is a hash {g: generation, v: envelope, p: provider, u: user id}; fencing compares
- * `g` without decrypting anything. The tombstone is a string holding the last generation.
+ * A record is a hash {g: generation, v: envelope, p: provider, u: user id, e: login epoch};
+ * fencing compares `g` (and the downstream write `e`) without decrypting anything. The
+ * tombstone is a string holding the last generation. `e` is a subject record's login epoch (the
+ * generation its login was written with; PUT sets it, PUT_FENCED leaves it) or a downstream
+ * record's (the subject's epoch it was exchanged under); absent on records older than epochs.
  */
 
 /** KEYS: token, tomb. Returns max(record g, tombstone) — the last generation ever written. */
@@ -17,8 +20,9 @@ return g
 
 /**
  * Unconditional write (login). KEYS: token, tomb. ARGV: expected last generation, envelope,
- * ttl ms, provider, user id. Writes generation last + 1 and clears the tombstone, unless another
- * write came first: then returns {0, last} and the caller re-seals with the new generation.
+ * ttl ms, provider, user id. Writes generation last + 1 — also the login epoch `e` — and clears
+ * the tombstone, unless another write came first: then returns {0, last} and the caller re-seals
+ * with the new generation.
  */
 export const PUT = `
 local g = tonumber(redis.call('HGET', KEYS[1], 'g') or '0')
@@ -27,10 +31,41 @@ local last = g
 if t > last then last = t end
 if last ~= tonumber(ARGV[1]) then return {0, last} end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'g', last + 1, 'v', ARGV[2], 'p', ARGV[4], 'u', ARGV[5])
+redis.call('HSET', KEYS[1], 'g', last + 1, 'v', ARGV[2], 'p', ARGV[4], 'u', ARGV[5], 'e', last + 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[2])
 return {1, last + 1}
+`;
+
+/**
+ * The write of a downstream token (GetDownstreamToken), atomic with every check it needs.
+ * KEYS: dtoken, dtomb, dlock, the subject's token (one hash tag: one Cluster slot). ARGV: lock
+ * owner, expected record ('absent', 'present' or its generation), generation to write (last + 1,
+ * computed by the caller, which sealed it into the envelope), envelope, ttl ms, the subject's
+ * login epoch the token was exchanged under, provider, user id. Returns 'ok', or why nothing was
+ * written: 'lock' (not the owner's), 'generation' (not the record expected, or the last
+ * generation moved), 'subject' (no subject record, or one of another login epoch).
+ */
+export const PUT_DOWNSTREAM = `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'lock' end
+local g = redis.call('HGET', KEYS[1], 'g')
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if g and tonumber(g) > last then last = tonumber(g) end
+if ARGV[2] == 'absent' then
+  if g then return 'generation' end
+elseif ARGV[2] == 'present' then
+  if not g then return 'generation' end
+elseif not g or tonumber(g) ~= tonumber(ARGV[2]) then
+  return 'generation'
+end
+if last + 1 ~= tonumber(ARGV[3]) then return 'generation' end
+if not redis.call('HGET', KEYS[4], 'g') then return 'subject' end
+if tonumber(redis.call('HGET', KEYS[4], 'e') or '0') ~= tonumber(ARGV[6]) then return 'subject' end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'g', ARGV[3], 'v', ARGV[4], 'p', ARGV[7], 'u', ARGV[8], 'e', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('DEL', KEYS[2])
+return 'ok'
 `;
 
 /**
@@ -102,6 +137,7 @@ export const scripts = {
   cbLastGeneration: { numberOfKeys: 2, lua: LAST_GENERATION },
   cbPut: { numberOfKeys: 2, lua: PUT },
   cbPutFenced: { numberOfKeys: 2, lua: PUT_FENCED },
+  cbPutDownstream: { numberOfKeys: 4, lua: PUT_DOWNSTREAM },
   cbDelete: { numberOfKeys: 2, lua: DELETE },
   cbRelease: { numberOfKeys: 1, lua: RELEASE },
   cbRenew: { numberOfKeys: 1, lua: RENEW },
@@ -115,6 +151,13 @@ export interface ScriptCommands {
   cbLastGeneration(token: string, tomb: string): Promise<number>;
   cbPut(token: string, tomb: string, ...args: Arg[]): Promise<[number, number]>;
   cbPutFenced(token: string, lock: string, ...args: Arg[]): Promise<number>;
+  cbPutDownstream(
+    token: string,
+    tomb: string,
+    lock: string,
+    subjectToken: string,
+    ...args: Arg[]
+  ): Promise<'ok' | 'lock' | 'generation' | 'subject'>;
   cbDelete(token: string, tomb: string, ...args: Arg[]): Promise<number>;
   cbRelease(lock: string, owner: string): Promise<number>;
   cbRenew(lock: string, owner: string, leaseMs: number): Promise<number>;

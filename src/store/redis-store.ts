@@ -24,6 +24,8 @@ import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } 
 import type { RedisClient, RedisConnections } from './redis-connection.js';
 import { scripts, type ScriptCommands } from './redis-scripts.js';
 import type {
+  DownstreamWrite,
+  ExpectedDownstream,
   LoginState,
   NewTokenRecord,
   ReadOptions,
@@ -333,7 +335,8 @@ async function putToken(
   const ttl = isPositive(ttlMs, 'ttlMs');
   let last = await run(ctx, () => ctx.redis.cbLastGeneration(tokenKey(ref), tombKey(ref)));
   for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-    const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1 });
+    // A login starts a login epoch: the generation it is written with (PUT sets `e` alike).
+    const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1, loginEpoch: last + 1 });
     const [ok, generation] = await run(ctx, () =>
       ctx.redis.cbPut(tokenKey(ref), tombKey(ref), last, sealed, ttl, ref.provider, ref.userId),
     );
@@ -358,6 +361,45 @@ async function putTokenFenced(
     ctx.redis.cbPutFenced(tokenKey(ref), lockKey(ref), lockOwner, expectedGeneration, sealed, ttl),
   );
   return ok === 1;
+}
+
+/** The downstream write, checks and write in one script (TokenStore.putDownstreamToken). */
+async function putDownstreamToken(
+  ctx: StoreContext,
+  ref: SubjectRef,
+  lockOwner: string,
+  expected: ExpectedDownstream,
+  record: NewTokenRecord,
+  ttlMs: number,
+): Promise<DownstreamWrite> {
+  const r = ring(ctx, ref);
+  const ttl = isPositive(ttlMs, 'ttlMs');
+  if (ref.downstream === undefined) throw new RangeError('putDownstreamToken needs a downstream ref');
+  // The generation is sealed into the envelope, so it is known before the script runs: the one
+  // after the expected record's, else after the last one (a script that finds it moved refuses).
+  const generation =
+    typeof expected === 'number'
+      ? expected + 1
+      : (await run(ctx, () => ctx.redis.cbLastGeneration(tokenKey(ref), tombKey(ref)))) + 1;
+  const sealed = sealRecord(r.active, ref, { ...record, generation });
+  const subject = tokenKey({ provider: ref.provider, userId: ref.userId });
+  const outcome = await run(ctx, () =>
+    ctx.redis.cbPutDownstream(
+      tokenKey(ref),
+      tombKey(ref),
+      lockKey(ref),
+      subject,
+      lockOwner,
+      String(expected),
+      generation,
+      sealed,
+      ttl,
+      record.loginEpoch ?? 0,
+      ref.provider,
+      ref.userId,
+    ),
+  );
+  return outcome === 'ok' ? { written: true, generation } : { written: false, reason: outcome };
 }
 
 /** Delete with tombstone; `expectedGeneration` '' deletes unconditionally. */
@@ -520,6 +562,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
     putToken: (ref, record, ttlMs) => thenForget(ctx, ref, putToken(ctx, ref, record, ttlMs)),
     putTokenFenced: (ref, lockOwner, expectedGeneration, record, ttlMs) =>
       thenForget(ctx, ref, putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs)),
+    putDownstreamToken: (ref, lockOwner, expected, record, ttlMs) =>
+      thenForget(ctx, ref, putDownstreamToken(ctx, ref, lockOwner, expected, record, ttlMs)),
     deleteToken: (ref) => thenForget(ctx, ref, deleteToken(ctx, ref, '')),
     deleteTokenIfGeneration: (ref, expectedGeneration) =>
       thenForget(ctx, ref, deleteToken(ctx, ref, expectedGeneration)),

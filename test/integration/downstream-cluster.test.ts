@@ -13,6 +13,7 @@ import { createStore } from '../../src/store/index.js';
 import { lockKey, tokenKey, tombKey } from '../../src/store/keys.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 import { contractKeyRing, freshRef, sampleRecord } from '../unit/store-contract.js';
+import { downstreamStoreContract } from '../unit/downstream-store-contract.js';
 
 describe('Downstream token records on a three-node Redis Cluster', function () {
   this.timeout(60_000);
@@ -95,4 +96,5 @@ describe('Downstream token records on a three-node Redis Cluster', function () {
     assert.ok((await raw.exists(tombKey(orders))) === 1);
     assert.equal((await store.getToken(subject))?.accessToken, 'subject-at');
   });
+  downstreamStoreContract('three-node Redis Cluster', () => store);
 });

@@ -322,6 +322,58 @@ describe('GetDownstreamToken (domain)', () => {
     assert.deepEqual(outcomes, ['fenced']);
   });
 
+  it('stores and serves nothing from a grant revoked (at the IdP) and logged in anew while the exchange was in flight', async () => {
+    const service = replica();
+    idp.during = async () => {
+      idp.during = undefined;
+      await service.tokens.revokeSubjectToken({ ...alice, revokeAtIdp: true }, ctx());
+      await store.putToken(alice, { ...subjectRecord(clock), accessToken: 'subject-new' }, DAY);
+    };
+    const token = await clock.run(get(service));
+    // The token exchanged from the revoked grant (orders-1) is thrown away; the new login's is
+    // exchanged instead, and that is what is stored.
+    assert.deepEqual(idp.exchanged, ['orders subject-0', 'orders subject-new']);
+    assert.equal(token.accessToken, 'orders-2');
+    assert.equal(token.source, 'EXCHANGED');
+    const cached = await clock.run(get(replica()));
+    assert.equal(cached.source, 'CACHED');
+    assert.equal(cached.accessToken, 'orders-2');
+    assert.deepEqual(outcomes, ['fenced', 'exchanged']);
+  });
+
+  it('leaves nothing behind when the subject record vanishes during the exchange, whatever the store does next', async () => {
+    // The old write-then-check wrote first and relied on a compensating delete: a store that
+    // fails right after the write must still not keep the token.
+    const service = replica();
+    idp.during = async () => {
+      idp.during = undefined;
+      await store.deleteToken(alice);
+    };
+    const getToken = store.getToken.bind(store);
+    let downstreamWritten = false;
+    // Whatever write the exchange uses, the store goes down once a downstream token has landed.
+    const landed = async (ref: SubjectRef) =>
+      (downstreamWritten ||= (await getToken(ref).catch(() => undefined)) !== undefined);
+    for (const method of ['putToken', 'putTokenFenced', 'putDownstreamToken'] as const) {
+      const original = (store[method] as (...a: unknown[]) => Promise<unknown>).bind(store);
+      (store as unknown as Record<string, unknown>)[method] = async (ref: SubjectRef, ...rest: unknown[]) => {
+        const out = await original(ref, ...rest);
+        if (ref.downstream !== undefined) await landed(ref);
+        return out;
+      };
+    }
+    store.getToken = async (ref, ...rest) => {
+      if (downstreamWritten && ref.downstream === undefined) {
+        throw new BrokerError('STORE_UNAVAILABLE', 'the token store is unreachable');
+      }
+      return getToken(ref, ...rest);
+    };
+    const err = await brokerError(clock.run(get(service)));
+    assert.equal(err.reason, 'REAUTH_REQUIRED');
+    store.getToken = getToken;
+    assert.equal(await store.getToken({ ...alice, downstream: 'orders' }), undefined);
+  });
+
   it('is removed by RevokeSubjectToken, for every configured downstream', async () => {
     const service = replica();
     await clock.run(get(service, 'orders'));

@@ -93,6 +93,14 @@ export interface StoredToken {
   subject: string;
   /** RFC 8693 issued_token_type of a downstream token (obtained_via EXCHANGE); empty otherwise. */
   issuedTokenType: string;
+  /**
+   * The login epoch. On a subject record: the generation its login (CompleteLogin) was written
+   * with, carried unchanged by every refresh, so a revoke and a new login change it while a
+   * refresh does not. On a downstream record: the epoch of the subject record whose token was
+   * exchanged for it; the record is only served while the subject record has that epoch.
+   * 0: written before epochs existed.
+   */
+  loginEpoch: number;
 }
 
 function createBaseStoredToken(): StoredToken {
@@ -109,6 +117,7 @@ function createBaseStoredToken(): StoredToken {
     generation: 0,
     subject: '',
     issuedTokenType: '',
+    loginEpoch: 0,
   };
 }
 
@@ -149,6 +158,9 @@ export const StoredToken: MessageFns<StoredToken> = {
     }
     if (message.issuedTokenType !== '') {
       writer.uint32(98).string(message.issuedTokenType);
+    }
+    if (message.loginEpoch !== 0) {
+      writer.uint32(104).uint64(message.loginEpoch);
     }
     return writer;
   },
@@ -262,6 +274,14 @@ export const StoredToken: MessageFns<StoredToken> = {
             message.issuedTokenType = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.loginEpoch = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -326,6 +346,11 @@ export const StoredToken: MessageFns<StoredToken> = {
         : isSet(object.issued_token_type)
           ? globalThis.String(object.issued_token_type)
           : '',
+      loginEpoch: isSet(object.loginEpoch)
+        ? globalThis.Number(object.loginEpoch)
+        : isSet(object.login_epoch)
+          ? globalThis.Number(object.login_epoch)
+          : 0,
     };
   },
 
@@ -367,6 +392,9 @@ export const StoredToken: MessageFns<StoredToken> = {
     if (message.issuedTokenType !== '') {
       obj.issuedTokenType = message.issuedTokenType;
     }
+    if (message.loginEpoch !== 0) {
+      obj.loginEpoch = Math.round(message.loginEpoch);
+    }
     return obj;
   },
 
@@ -387,6 +415,7 @@ export const StoredToken: MessageFns<StoredToken> = {
     message.generation = object.generation ?? 0;
     message.subject = object.subject ?? '';
     message.issuedTokenType = object.issuedTokenType ?? '';
+    message.loginEpoch = object.loginEpoch ?? 0;
     return message;
   },
 };
