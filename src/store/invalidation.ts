@@ -36,7 +36,8 @@
  *   after a failover can leave the link on an isolated old master that still answers PING while
  *   commands go to the new one — the cache is dropped and the link reconnects (through Sentinel,
  *   to the current master). On Cluster the links follow the masters of the command client's
- *   slot map (a failover changes it), each link to one node address.
+ *   slot map (a failover changes it; the map is re-read on MOVED and every few seconds), each
+ *   link to one node address.
  */
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../logger.js';

@@ -8,6 +8,9 @@ import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { ConfigError, type StoreConfig } from '../config/load.js';
 
+/** Period of the Cluster command client's slot-map refresh (CLUSTER SLOTS), ms. */
+const CLUSTER_SLOTS_REFRESH_MS = 5_000;
+
 /** Reconnect back-off: 50 ms growing to at most 1 s, never giving up. */
 export function reconnectDelay(attempt: number): number {
   return Math.min(50 * 2 ** Math.min(attempt, 5), 1_000);
@@ -148,7 +151,10 @@ export function connectRedis(config: StoreConfig): RedisConnections | undefined 
     };
     return {
       kind: 'redis-cluster',
-      client: new Cluster(seeds, options),
+      // Re-reads the slot map periodically, not only on a MOVED reply: a replica that serves
+      // from its record cache sends few commands, and its invalidation links follow the masters
+      // of this map (./invalidation.ts), so a failover must not wait for its next cache miss.
+      client: new Cluster(seeds, { ...options, slotsRefreshInterval: CLUSTER_SLOTS_REFRESH_MS }),
       // Sharded pub/sub (Redis 7 SSUBSCRIBE): one subscriber per master, messages stay in the
       // shard of the user's slot instead of being broadcast over the cluster bus.
       createSubscriber: () =>

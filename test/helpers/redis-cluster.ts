@@ -3,12 +3,15 @@
  * loopback ports, each with its own directory (nodes.conf) under one temp dir, joined with
  * `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`. Resolves once every node
  * reports `cluster_state:ok`. `stop()` kills all three and removes the directory.
+ * With `replicas` > 0, that many more nodes per master join as its replicas (for failover
+ * tests: CLUSTER FAILOVER on a replica); `ports` then lists masters and replicas alike.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
 import { freePort } from './ports.js';
 import { requireRedisServer, waitForPort } from './redis.js';
 
@@ -16,7 +19,7 @@ export interface RedisCluster {
   readonly ports: readonly number[];
   /** Seed URLs, one per node. */
   readonly urls: readonly string[];
-  /** Kills node `i` (SIGKILL: an outage). Its slots become unavailable (no replicas). */
+  /** Kills node `i` (SIGKILL: an outage). Its slots become unavailable (without replicas). */
   stopNode(i: number): Promise<void>;
   /** Starts node `i` again on its port with its nodes.conf; resolves at cluster_state:ok. */
   startNode(i: number): Promise<void>;
@@ -36,7 +39,7 @@ function clusterInfo(port: number): string {
   return r.stdout ?? '';
 }
 
-export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
+export async function startRedisCluster(nodes = 3, replicas = 0): Promise<RedisCluster> {
   requireRedisServer();
   const dir = mkdtempSync(join(tmpdir(), 'credbroker-cluster-'));
   const children: ChildProcess[] = [];
@@ -90,7 +93,7 @@ export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
     await exited;
   };
   try {
-    for (let i = 0; i < nodes; i++) {
+    for (let i = 0; i < nodes * (1 + replicas); i++) {
       const port = await freePort();
       mkdirSync(join(dir, String(port)));
       ports.push(port);
@@ -104,7 +107,7 @@ export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
         'create',
         ...ports.map((p) => `127.0.0.1:${p}`),
         '--cluster-replicas',
-        '0',
+        String(replicas),
         '--cluster-yes',
       ],
       { encoding: 'utf8', timeout: 30_000 },
@@ -127,4 +130,33 @@ export async function startRedisCluster(nodes = 3): Promise<RedisCluster> {
     },
     stop,
   };
+}
+
+/**
+ * CLUSTER FAILOVER on the replica at `port` (a coordinated manual failover: it catches up with
+ * its master, then takes over): waits for its replication link to be up first, and asks again
+ * when an attempt timed out (Redis aborts one after 5 s). Resolves once it is a master.
+ */
+export async function clusterFailover(port: number, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  const node = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+  node.on('error', () => undefined);
+  const isMaster = async () => ((await node.call('ROLE')) as string[])[0] === 'master';
+  try {
+    while (!(await node.info('replication')).includes('master_link_status:up')) {
+      if (Date.now() > until) throw new Error(`replica ${port} never got its replication link up`);
+      await sleep(50);
+    }
+    for (;;) {
+      await node.call('CLUSTER', 'FAILOVER');
+      const attemptUntil = Date.now() + 6_000;
+      while (Date.now() < attemptUntil) {
+        if (await isMaster()) return;
+        await sleep(50);
+      }
+      if (Date.now() > until) throw new Error(`replica ${port} did not take over within ${timeoutMs} ms`);
+    }
+  } finally {
+    node.disconnect();
+  }
 }

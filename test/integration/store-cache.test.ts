@@ -14,7 +14,7 @@ import { loginKey, tokenKey } from '../../src/store/keys.js';
 import { createRecordCache } from '../../src/store/record-cache.js';
 import { connectRedis, type RedisConnections } from '../../src/store/redis-connection.js';
 import { createRedisStore, type RedisTokenStore, type StoreCache } from '../../src/store/redis-store.js';
-import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
+import { clusterFailover, startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 import { startRedisProxy } from '../helpers/redis-proxy.js';
 import { startSentinel, type RedisSentinel } from '../helpers/redis-sentinel.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
@@ -44,11 +44,15 @@ function openStore(config: StoreConfig): RedisTokenStore {
 }
 
 /** Polls `probe` until it returns true; @returns the ms it took. @throws after PATIENCE_MS */
-async function waitUntil(what: string, probe: () => boolean | Promise<boolean>): Promise<number> {
+async function waitUntil(
+  what: string,
+  probe: () => boolean | Promise<boolean>,
+  patienceMs = PATIENCE_MS,
+): Promise<number> {
   const started = performance.now();
   for (;;) {
     if (await probe()) return performance.now() - started;
-    if (performance.now() - started > PATIENCE_MS) throw new Error(`not within ${PATIENCE_MS} ms: ${what}`);
+    if (performance.now() - started > patienceMs) throw new Error(`not within ${patienceMs} ms: ${what}`);
     await sleep(2);
   }
 }
@@ -463,7 +467,9 @@ describe('Redis store record cache', () => {
       const g1 = await a.putToken(ref, sampleRecord(), HOUR);
       const direct = new Redis(master.url);
       try {
-        // On the replica before the failover, so the record survives it.
+        // On the replica before the failover, so the record survives it: replication keeps
+        // order, so once this connection's later write is acknowledged by it, so is the record.
+        await direct.set('credbroker-test:replicated', '1');
         assert.equal(await direct.call('WAIT', '1', '5000'), 1);
       } finally {
         direct.disconnect();
@@ -494,6 +500,90 @@ describe('Redis store record cache', () => {
       assert.ok(cacheOf(b).stats().flushes > flushes, 'B dropped its cache when its connections moved');
 
       // The links are on the new master: B caches again, and A's next write there reaches it.
+      await waitUntil('B serves from its cache again', () => cacheOf(b).active);
+      await cached(b, ref);
+      const g3 = await a.putToken(ref, sampleRecord(), HOUR);
+      await waitUntil('B reads the next generation', async () => (await b.getToken(ref))?.generation === g3);
+    });
+  });
+
+  describe('across a Cluster manual failover', function () {
+    this.timeout(120_000);
+    let cluster: RedisCluster;
+    let a: RedisTokenStore;
+    let b: RedisTokenStore;
+
+    before(async () => {
+      cluster = await startRedisCluster(3, 1); // three masters, a replica each
+      const config = storeConfig({ CREDBROKER_REDIS_CLUSTER: cluster.urls.join(',') });
+      a = openStore(config);
+      b = openStore(config);
+      await waitUntil('both caches active', () => cacheOf(a).active && cacheOf(b).active);
+    });
+    after(async () => {
+      await a?.close();
+      await b?.close();
+      await cluster?.stop();
+    });
+
+    /** The ports of the master serving `key`'s slot and of its replica (CLUSTER NODES). */
+    async function masterAndReplica(key: string): Promise<{ master: number; replica: number }> {
+      const any = new Redis(cluster.urls[0]!);
+      try {
+        const slot = Number(await any.call('CLUSTER', 'KEYSLOT', key));
+        const nodes = ((await any.call('CLUSTER', 'NODES')) as string).trim().split('\n');
+        const fields = nodes.map((line) => line.split(' '));
+        const port = (f: string[]) => Number(/:(\d+)@/.exec(f[1]!)![1]);
+        const owner = fields.find(
+          (f) =>
+            f[2]!.includes('master') &&
+            f.slice(8).some((range) => {
+              const [from, to = from] = range.split('-').map(Number);
+              return from! <= slot && slot <= to!;
+            }),
+        );
+        assert.ok(owner, `a master serves slot ${slot}`);
+        const replica = fields.find((f) => f[3] === owner[0]);
+        assert.ok(replica, `the master of slot ${slot} has a replica`);
+        return { master: port(owner), replica: port(replica) };
+      } finally {
+        any.disconnect();
+      }
+    }
+
+    it('a write through the new master drops the entry a replica had cached; its links follow the new master', async () => {
+      const ref = freshRef();
+      const g1 = await a.putToken(ref, sampleRecord(), HOUR);
+      await cached(b, ref);
+      const flushes = cacheOf(b).stats().flushes;
+      const { master, replica } = await masterAndReplica(tokenKey(ref));
+      const linkPorts = () =>
+        cacheOf(b)
+          .linkConnections()
+          .map((c) => (c as Redis).options.port);
+      assert.ok(linkPorts().includes(master) && !linkPorts().includes(replica));
+
+      // A coordinated manual failover: the replica catches up with its master, then takes over.
+      await clusterFailover(replica);
+      // B sends no command while it serves from its cache: its periodic slot-map refresh (5 s)
+      // finds the new master, and its links follow — the old one's dropped, the cache with it.
+      await waitUntil(
+        'B has a link to the new master and none to the old',
+        () => linkPorts().includes(replica) && !linkPorts().includes(master),
+        15_000,
+      );
+      assert.ok(cacheOf(b).stats().flushes > flushes, 'B dropped its cache when the masters changed');
+
+      let g2 = 0;
+      await waitUntil('A writes through the new master', async () => {
+        g2 = await a.putToken(ref, sampleRecord(), HOUR).catch(() => 0);
+        return g2 > g1;
+      });
+      await waitUntil(
+        'B reads the generation written through the new master',
+        async () => (await b.getToken(ref).catch(() => undefined))?.generation === g2,
+      );
+      // B caches again from the new master, whose link carries A's next write.
       await waitUntil('B serves from its cache again', () => cacheOf(b).active);
       await cached(b, ref);
       const g3 = await a.putToken(ref, sampleRecord(), HOUR);
