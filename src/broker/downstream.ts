@@ -134,9 +134,14 @@ export function createDownstreamService(options: DownstreamServiceOptions): Down
       if (!options.storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, subject);
       const ref: SubjectRef = { ...subject, downstream: input.downstream };
       const marginMs = Math.max(input.minValidForMs, idp.skewMs);
-      // The hot path: one store read, no IdP call.
-      const cached = await readCached(ctx, ref);
-      if (cached !== undefined && cached.expiresAt - ctx.clock.now() > marginMs) {
+      // The hot path, no IdP call: the downstream record and the subject record, read together
+      // (both are in the Redis store's record cache). A downstream token is served only while
+      // the subject record it was exchanged from is still there with the same login epoch:
+      // whatever deleted or replaced it (revoke, refresh refused by the IdP, expiry, re-login)
+      // takes the downstream tokens with it, even where their own delete failed.
+      const [cached, epoch] = await Promise.all([readCached(ctx, ref), subjectEpochNow(ctx, ref)]);
+      if (epoch === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, subject);
+      if (bound(cached, epoch) && cached.expiresAt - ctx.clock.now() > marginMs) {
         return result(ctx, ref, { record: cached, source: 'CACHED', degraded: false });
       }
       const flight = flights.join(
@@ -204,6 +209,26 @@ async function readCached(ctx: DownstreamContext, ref: SubjectRef): Promise<Toke
     await countStoreErrors(ctx.metrics, 'delete', ctx.store.deleteToken(ref));
     return undefined;
   }
+}
+
+/** Whether `rec` was exchanged under the subject's login epoch `epoch` (the one stored now). */
+function bound(rec: TokenRecord | undefined, epoch: number): rec is TokenRecord {
+  return rec !== undefined && (rec.loginEpoch ?? 0) === epoch;
+}
+
+/**
+ * The downstream record and the subject's login epoch now, read together.
+ * @throws REAUTH_REQUIRED / NO_TOKEN when there is no subject record
+ */
+async function readWithEpoch(
+  ctx: DownstreamContext,
+  ref: SubjectRef,
+): Promise<{ rec: TokenRecord | undefined; epoch: number }> {
+  const [rec, epoch] = await Promise.all([readCached(ctx, ref), subjectEpochNow(ctx, ref)]);
+  if (epoch === undefined) {
+    throw reauthRequired(ReauthCause.NO_TOKEN, { provider: ref.provider, userId: ref.userId });
+  }
+  return { rec, epoch };
 }
 
 /**
@@ -287,8 +312,8 @@ function exchangeOnce(
     deadline: () => state.deadline,
     timedOut: () => exchangeInProgress(ref),
     afterWait: async () => {
-      const rec = await readCached(ctx, ref);
-      return rec !== undefined && usable(ctx, rec, state) ? served(rec, state) : undefined;
+      const { rec, epoch } = await readWithEpoch(ctx, ref);
+      return bound(rec, epoch) && usable(ctx, rec, state) ? served(rec, state) : undefined;
     },
     underLock: (owner) => exchangeUnderLock(ctx, ref, idp, state, owner),
   });
@@ -303,8 +328,8 @@ async function exchangeUnderLock(
   retried = false,
 ): Promise<Served> {
   // Double-check under the lock: the previous holder may have exchanged already.
-  const rec = await readCached(ctx, ref);
-  if (rec !== undefined && usable(ctx, rec, state)) return served(rec, state);
+  const { rec, epoch } = await readWithEpoch(ctx, ref);
+  if (bound(rec, epoch) && usable(ctx, rec, state)) return served(rec, state);
   // The subject token, valid for at least the margin asked of the downstream token: IdPs commonly
   // cap an exchanged token's lifetime at the subject token's.
   const subject = await ctx.subjectTokens.getValidSubjectToken(
@@ -315,7 +340,8 @@ async function exchangeUnderLock(
   try {
     tokens = await idp.exchange!(ref.downstream!, subject.accessToken);
   } catch (err) {
-    return exchangeFailed(ctx, ref, state, rec, err);
+    // Only a record of the current login may be served degraded.
+    return exchangeFailed(ctx, ref, state, bound(rec, epoch) ? rec : undefined, err);
   }
   const loginEpoch = subject.loginEpoch ?? 0;
   const outcome = await write(ctx, ref, state, rec, owner, tokens, loginEpoch);

@@ -374,6 +374,39 @@ describe('GetDownstreamToken (domain)', () => {
     assert.equal(await store.getToken({ ...alice, downstream: 'orders' }), undefined);
   });
 
+  it('stops serving a cached token once the subject record is gone, however it went (refused refresh, expiry, a revoke whose downstream deletes failed)', async () => {
+    const service = replica();
+    await clock.run(get(service));
+    assert.equal((await clock.run(get(service))).source, 'CACHED');
+    // The subject record alone is deleted: the downstream record is still in the store.
+    await store.deleteToken(alice);
+    assert.ok(await store.getToken({ ...alice, downstream: 'orders' }));
+    const err = await brokerError(clock.run(get(service)));
+    assert.equal(err.reason, 'REAUTH_REQUIRED');
+    assert.equal(err.metadata.cause, 'NO_TOKEN');
+    assert.deepEqual(idp.exchanged, ['orders subject-0']);
+  });
+
+  it('exchanges anew after a re-login instead of serving the cached token of the previous login, also while the IdP is down', async () => {
+    idp.ttlMs = 2 * MIN;
+    const service = replica();
+    await clock.run(get(service));
+    await store.deleteToken(alice);
+    await store.putToken(alice, { ...subjectRecord(clock), accessToken: 'subject-new' }, DAY);
+    const fresh = await clock.run(get(service));
+    assert.equal(fresh.source, 'EXCHANGED');
+    assert.equal(fresh.accessToken, 'orders-2');
+    assert.deepEqual(idp.exchanged, ['orders subject-0', 'orders subject-new']);
+    // Once more, with the IdP down and the cached token inside the margin but unexpired: the
+    // previous login's token is not served degraded either.
+    await clock.advance(MIN + 1000);
+    await store.deleteToken(alice);
+    await store.putToken(alice, { ...subjectRecord(clock), accessToken: 'subject-third' }, DAY);
+    idp.fail = new IdpError('unavailable', 'identity provider timed out');
+    const err = await brokerError(clock.run(get(service)));
+    assert.equal(err.reason, 'IDP_UNAVAILABLE');
+  });
+
   it('is removed by RevokeSubjectToken, for every configured downstream', async () => {
     const service = replica();
     await clock.run(get(service, 'orders'));
