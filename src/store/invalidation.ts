@@ -65,7 +65,10 @@ export interface InvalidationOptions {
 }
 
 export interface InvalidationLink {
-  /** Whether every link is up (tracking on and subscribed). */
+  /**
+   * Whether the cache may serve: every link up (tracking on and subscribed) and the command
+   * connection ready — on standalone and Sentinel, on the link's server.
+   */
   readonly up: boolean;
   /** The tracking connections, for tests (CLIENT KILL) and diagnostics. */
   connections(): readonly Redis[];
@@ -97,6 +100,8 @@ interface LinkContext {
   commandOk: boolean;
   /** Increments whenever the command connection closes or becomes ready: older checks are void. */
   commandRound: number;
+  /** Removes the listeners this link put on the command client (at close). */
+  readonly detach: (() => void)[];
 }
 
 /** Opens the link(s) and keeps them up until `close()`; the cache is inactive until they are. */
@@ -112,17 +117,22 @@ export function startInvalidation(options: InvalidationOptions): InvalidationLin
     // On Cluster, ready is enough; elsewhere the first check (after the link arms) decides.
     commandOk: isCluster && client.status === 'ready',
     commandRound: 0,
+    detach: [],
+  };
+  const on = (event: string, listener: () => void): void => {
+    client.on(event, listener);
+    ctx.detach.push(() => client.off(event, listener));
   };
   // A command connection that closes or reconnects may come back on another server: the cache
   // is off from its 'close' and dropped again when it is back (setActive clears on each change).
-  client.on('close', () => {
+  on('close', () => {
     ctx.commandRound++;
     if (!ctx.commandOk) return;
     ctx.commandOk = false;
     options.logger?.info({ why: 'command connection closed' }, 'Redis record cache dropped');
     update(ctx);
   });
-  client.on('ready', () => {
+  on('ready', () => {
     ctx.commandRound++;
     ctx.commandOk = false;
     update(ctx);
@@ -137,9 +147,9 @@ export function startInvalidation(options: InvalidationOptions): InvalidationLin
   if (isCluster) {
     const cluster = client as Cluster;
     const sync = (): void => syncMasters(ctx, cluster);
-    cluster.on('+node', sync);
-    cluster.on('-node', sync);
-    cluster.on('refresh', sync);
+    on('+node', sync);
+    on('-node', sync);
+    on('refresh', sync);
     sync();
   } else {
     addLink(ctx, MASTER, undefined);
@@ -327,6 +337,7 @@ async function close(ctx: LinkContext): Promise<void> {
   if (ctx.closed) return;
   ctx.closed = true;
   clearInterval(ctx.heartbeat);
+  for (const detach of ctx.detach) detach();
   ctx.options.cache.setActive(false);
   for (const link of ctx.links.values()) {
     link.round++;
