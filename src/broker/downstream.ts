@@ -146,7 +146,12 @@ export function createDownstreamService(options: DownstreamServiceOptions): Down
       }
       const flight = flights.join(
         JSON.stringify([ref.provider, ref.userId, ref.downstream]),
-        () => ({ deadline: call.deadline, marginMs, staleGeneration: cached?.generation, ctx: call }),
+        () => ({
+          deadline: call.deadline,
+          marginMs,
+          staleGeneration: typeof cached === 'object' ? cached.generation : undefined,
+          ctx: call,
+        }),
         (state) => exchangeOnce(ctx, ref, idp, state),
       );
       if (!flight.leader) {
@@ -196,24 +201,35 @@ function result(ctx: DownstreamContext, ref: SubjectRef, served: Served): Downst
   };
 }
 
+/** A downstream record that exists but that this process cannot open. */
+const UNREADABLE = 'unreadable';
+type Cached = TokenRecord | typeof UNREADABLE | undefined;
+
 /**
- * The cached downstream record. One that cannot be opened (key lost, tampered) is not a reason
- * to log the user out: it is deleted and exchanged anew.
+ * The cached downstream record. One that cannot be opened (tampered, or sealed under a key this
+ * replica does not have yet during a rolling key rotation) is not a reason to log the user out,
+ * nor to delete it outside the lock — a peer that can open it may be serving it: it is a miss,
+ * exchanged anew and overwritten under the lock (putDownstreamToken with `present`).
  */
-async function readCached(ctx: DownstreamContext, ref: SubjectRef): Promise<TokenRecord | undefined> {
+async function readCached(ctx: DownstreamContext, ref: SubjectRef): Promise<Cached> {
   try {
     return await countStoreErrors(ctx.metrics, 'get', ctx.store.getToken(ref));
   } catch (err) {
     if (!isBrokerError(err, ErrorReason.REAUTH_REQUIRED)) throw err;
     log(ctx, ref).warn({ err }, 'cached downstream token cannot be opened; exchanging anew');
-    await countStoreErrors(ctx.metrics, 'delete', ctx.store.deleteToken(ref));
-    return undefined;
+    return UNREADABLE;
   }
 }
 
+/** What putDownstreamToken may replace, given what was read. */
+function expectedFrom(rec: Cached): ExpectedDownstream {
+  if (rec === UNREADABLE) return 'present';
+  return rec?.generation ?? 'absent';
+}
+
 /** Whether `rec` was exchanged under the subject's login epoch `epoch` (the one stored now). */
-function bound(rec: TokenRecord | undefined, epoch: number): rec is TokenRecord {
-  return rec !== undefined && (rec.loginEpoch ?? 0) === epoch;
+function bound(rec: Cached, epoch: number): rec is TokenRecord {
+  return typeof rec === 'object' && (rec.loginEpoch ?? 0) === epoch;
 }
 
 /**
@@ -223,7 +239,7 @@ function bound(rec: TokenRecord | undefined, epoch: number): rec is TokenRecord 
 async function readWithEpoch(
   ctx: DownstreamContext,
   ref: SubjectRef,
-): Promise<{ rec: TokenRecord | undefined; epoch: number }> {
+): Promise<{ rec: Cached; epoch: number }> {
   const [rec, epoch] = await Promise.all([readCached(ctx, ref), subjectEpochNow(ctx, ref)]);
   if (epoch === undefined) {
     throw reauthRequired(ReauthCause.NO_TOKEN, { provider: ref.provider, userId: ref.userId });
@@ -344,7 +360,7 @@ async function exchangeUnderLock(
     return exchangeFailed(ctx, ref, state, bound(rec, epoch) ? rec : undefined, err);
   }
   const loginEpoch = subject.loginEpoch ?? 0;
-  const outcome = await write(ctx, ref, state, rec, owner, tokens, loginEpoch);
+  const outcome = await write(ctx, ref, state, expectedFrom(rec), owner, tokens, loginEpoch);
   if (outcome !== SUBJECT_CHANGED) return outcome;
   // The user's subject record was deleted, or replaced by a new login, while the IdP call was in
   // flight: what it issued belongs to a grant that is gone and is neither stored nor served.
@@ -374,7 +390,7 @@ async function write(
   ctx: DownstreamContext,
   ref: SubjectRef,
   state: FlightState,
-  rec: TokenRecord | undefined,
+  expectedFirst: ExpectedDownstream,
   owner: string,
   tokens: ExchangedToken,
   loginEpoch: number,
@@ -401,7 +417,7 @@ async function write(
     source: 'EXCHANGED',
     degraded: false,
   });
-  let expected: ExpectedDownstream = rec?.generation ?? 'absent';
+  let expected = expectedFirst;
   for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
     let outcome: DownstreamWrite;
     try {
@@ -424,7 +440,7 @@ async function write(
     if (outcome.reason === 'subject') return SUBJECT_CHANGED;
     // A peer wrote after our lease ran out, or the record expired or was deleted meanwhile.
     const current = await readCached(ctx, ref);
-    if (current !== undefined && (current.loginEpoch ?? 0) === loginEpoch && current.expiresAt > now) {
+    if (bound(current, loginEpoch) && current.expiresAt > now) {
       count(ctx, ref, state, 'fenced');
       return served(current, state);
     }
@@ -436,7 +452,7 @@ async function write(
       log(ctx, ref).warn('downstream lock lost before the write; serving the exchanged token unsaved');
       return fresh(0);
     }
-    expected = current?.generation ?? 'absent';
+    expected = expectedFrom(current);
   }
   count(ctx, ref, state, 'fenced');
   log(ctx, ref).warn('downstream record kept moving under the write; serving the exchanged token unsaved');

@@ -15,7 +15,7 @@ import { IdpError, type ExchangedToken, type IdpClient, type TokenSet } from '..
 import type { NewTokenRecord, TokenStore } from '../../src/core/token-store.js';
 import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
-import { createMemoryStore } from '../../src/store/memory-store.js';
+import { createMemoryBackend, createMemoryStore } from '../../src/store/memory-store.js';
 import { tokenKey } from '../../src/store/keys.js';
 import { openRecord, sealRecord } from '../../src/store/record-codec.js';
 import { BrokerError } from '../../src/core/errors.js';
@@ -405,6 +405,41 @@ describe('GetDownstreamToken (domain)', () => {
     idp.fail = new IdpError('unavailable', 'identity provider timed out');
     const err = await brokerError(clock.run(get(service)));
     assert.equal(err.reason, 'IDP_UNAVAILABLE');
+  });
+
+  it('treats a downstream record it cannot open (a key this replica lacks, mid-rotation) as a miss and does not delete it', async () => {
+    const k1 = { id: 'k1', key: randomBytes(32) };
+    const k2 = { id: 'k2', key: randomBytes(32) };
+    const backend = createMemoryBackend();
+    const behind = createMemoryStore({ keyRing: createKeyRing([k1]), clock, backend });
+    const ahead = createMemoryStore({ keyRing: createKeyRing([k1, k2], 'k2'), clock, backend });
+    const orders: SubjectRef = { ...alice, downstream: 'orders' };
+    const epoch = await behind.putToken(alice, subjectRecord(clock), DAY);
+    // A replica with the new key exchanged and stored a token sealed under it.
+    const owner = (await ahead.acquireLock(orders, 1000))!;
+    const written = await ahead.putDownstreamToken(
+      orders,
+      owner,
+      'absent',
+      { ...subjectRecord(clock), accessToken: 'orders-ahead', obtainedVia: 'exchange', loginEpoch: epoch },
+      60 * MIN,
+    );
+    assert.equal(written.written, true);
+    await ahead.releaseLock(orders, owner);
+    // The replica without it cannot serve it and the IdP is down: it fails, and leaves the
+    // record to the replicas that can open it.
+    store = behind;
+    idp.fail = new IdpError('unavailable', 'identity provider timed out');
+    const err = await brokerError(clock.run(get(replica())));
+    assert.equal(err.reason, 'IDP_UNAVAILABLE');
+    assert.equal((await ahead.getToken(orders))?.accessToken, 'orders-ahead');
+    // With the IdP back, it exchanges and overwrites the record under the lock.
+    idp.fail = undefined;
+    const token = await clock.run(get(replica()));
+    assert.equal(token.source, 'EXCHANGED');
+    const now = await behind.getToken(orders);
+    assert.equal(now?.accessToken, token.accessToken);
+    assert.equal(now?.generation, 2, 'written over the record it could not open');
   });
 
   it('is removed by RevokeSubjectToken, for every configured downstream', async () => {
