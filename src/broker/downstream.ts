@@ -346,10 +346,14 @@ async function exchangeUnderLock(
   // Double-check under the lock: the previous holder may have exchanged already.
   const { rec, epoch } = await readWithEpoch(ctx, ref);
   if (bound(rec, epoch) && usable(ctx, rec, state)) return served(rec, state);
-  // The subject token, valid for at least the margin asked of the downstream token: IdPs commonly
-  // cap an exchanged token's lifetime at the subject token's.
+  // The subject token, valid for the provider's skew only (minValidFor 0: the skew is the floor),
+  // not for the downstream margin: the exchange needs a token the IdP accepts now, and asking for
+  // more would refresh the subject (rotating its refresh token) on every call whose
+  // min_valid_for exceeds the subject lifetime the IdP grants. The price: at an IdP that caps an
+  // exchanged token's lifetime at the subject token's, a token exchanged near the subject's end
+  // is short and re-exchanged sooner — never more often than GetValidSubjectToken refreshes.
   const subject = await ctx.subjectTokens.getValidSubjectToken(
-    { provider: ref.provider, userId: ref.userId, minValidForMs: state.marginMs },
+    { provider: ref.provider, userId: ref.userId, minValidForMs: 0 },
     flightContext(state),
   );
   let tokens: ExchangedToken;

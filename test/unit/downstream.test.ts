@@ -223,12 +223,26 @@ describe('GetDownstreamToken (domain)', () => {
     assert.equal(after?.generation, before!.generation + 1, 'a fenced write over the generation read');
   });
 
-  it('asks the subject-token path for a subject valid for the margin: refreshes it first when needed', async () => {
+  it('asks the subject-token path for a subject valid for the skew: refreshes it first when needed', async () => {
     await store.putToken(alice, subjectRecord(clock, 30_000), DAY); // inside the skew
     const token = await clock.run(get(replica()));
     assert.equal(token.source, 'EXCHANGED');
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.deepEqual(idp.exchanged, ['orders subject-1'], 'the refreshed subject token was exchanged');
+  });
+
+  it('does not refresh the subject on every call when min_valid_for exceeds every lifetime the IdP grants', async () => {
+    const service = replica();
+    const greedy = () =>
+      service.getDownstreamToken({ ...alice, downstream: 'orders', minValidForMs: 3 * 60 * MIN }, ctx());
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await clock.run(greedy())).source, 'EXCHANGED');
+      await clock.advance(1000);
+    }
+    // Each call exchanges (the IdP never grants the margin), but the subject token, valid for an
+    // hour, is not refreshed (and its refresh token not rotated) for any of them.
+    assert.deepEqual(idp.refreshed, []);
+    assert.equal(idp.exchanged.length, 3);
   });
 
   it('goes on for the callers still waiting when the caller that started the exchange cancels', async () => {
