@@ -158,7 +158,7 @@ describe('GetDownstreamToken request validation', () => {
   it('names downstream when it is empty, unknown or oversized', () => {
     for (const [downstream, description] of [
       ['', /required/],
-      ['payroll', /unknown downstream "payroll" \(one of: orders, graph\)/],
+      ['payroll', /^unknown downstream "payroll" of provider "corp"$/],
       ['x'.repeat(200), /at most 128/],
     ] as const) {
       try {
@@ -171,6 +171,8 @@ describe('GetDownstreamToken request validation', () => {
           ['downstream'],
         );
         assert.match(err.violations[0]!.description, description);
+        // Validation runs before the caller policy: it must not list the configured ids.
+        assert.doesNotMatch(err.violations[0]!.description, /orders|graph/);
       }
     }
   });
