@@ -3,6 +3,9 @@
  * started again on the same port to test outages; always killed by `stop()`.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { freePort, waitForPort } from '../../bench/lib/net.js';
 
 export { waitForPort };
@@ -38,9 +41,14 @@ export async function startRedis(extraArgs: readonly string[] = []): Promise<Red
   const port = await freePort();
   let child: ChildProcess | undefined;
   const start = async () => {
+    // Its own working directory: a replica writes the RDB of its initial sync there (even with
+    // --save ''), which would otherwise land in the checkout as dump.rdb.
+    const dir = mkdtempSync(join(tmpdir(), 'credbroker-redis-'));
     const proc = spawn(
       'redis-server',
       [
+        '--dir',
+        dir,
         '--port',
         String(port),
         '--bind',
@@ -56,7 +64,10 @@ export async function startRedis(extraArgs: readonly string[] = []): Promise<Red
       { stdio: 'ignore' },
     );
     running.add(proc);
-    proc.once('exit', () => running.delete(proc));
+    proc.once('exit', () => {
+      running.delete(proc);
+      rmSync(dir, { recursive: true, force: true });
+    });
     child = proc;
     await waitForPort(port);
   };
