@@ -96,6 +96,8 @@ const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an absolute htt
 const redisUrl = z.url({ protocol: /^rediss?$/, message: 'expected a redis:// or rediss:// URL' });
 
 export const providerIdPattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** callers[].downstreams entries: `<downstream>` or `<provider>/<downstream>`. */
+const callerDownstreamPattern = /^(?:[a-z0-9][a-z0-9_-]{0,62}\/)?[a-z0-9][a-z0-9_-]{0,62}$/;
 
 /** RFC 8693 §3: the token type a downstream asks for by default. */
 export const DEFAULT_REQUESTED_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -272,8 +274,21 @@ const callerSchema = z
     tls_san: z.string().min(1).optional(),
     allow: z.array(z.enum(RPC_NAMES)).min(1),
     providers: z.array(z.string().regex(providerIdPattern)).optional(),
-    /** Downstream ids this caller may ask GetDownstreamToken for; absent: every downstream. */
-    downstreams: z.array(z.string().regex(providerIdPattern)).optional(),
+    /**
+     * Downstreams this caller may ask GetDownstreamToken for: `<provider>/<downstream>` for one
+     * provider's, a bare `<downstream>` id for that id under every provider the caller may use;
+     * absent: every downstream.
+     */
+    downstreams: z
+      .array(
+        z
+          .string()
+          .regex(
+            callerDownstreamPattern,
+            "expected a downstream id, or <provider id>/<downstream id> for one provider's",
+          ),
+      )
+      .optional(),
   })
   .refine((c) => c.api_key_sha256 !== undefined || c.tls_subject !== undefined || c.tls_san !== undefined, {
     message: 'a caller needs api_key_sha256, tls_subject or tls_san',
@@ -390,12 +405,20 @@ export const configSchema = z
       const usable = c.providers.filter(
         (p) => caller.providers === undefined || caller.providers.includes(p.id),
       );
-      caller.downstreams?.forEach((id, j) => {
-        if (!usable.some((p) => p.downstreams.some((d) => d.id === id))) {
+      caller.downstreams?.forEach((entry, j) => {
+        if (!callerDownstreamPattern.test(entry)) return; // reported by the pattern already
+        const slash = entry.indexOf('/');
+        const providerId = slash < 0 ? undefined : entry.slice(0, slash);
+        const id = entry.slice(slash + 1);
+        const under = usable.filter((p) => providerId === undefined || p.id === providerId);
+        if (!under.some((p) => p.downstreams.some((d) => d.id === id))) {
           ctx.addIssue({
             code: 'custom',
             path: ['callers', i, 'downstreams', j],
-            message: `unknown downstream "${id}" (not configured under any provider this caller may use)`,
+            message:
+              providerId === undefined
+                ? `unknown downstream "${id}" (not configured under any provider this caller may use)`
+                : `unknown downstream "${entry}" (provider "${providerId}" is not one this caller may use, or has no downstream "${id}")`,
           });
         }
       });

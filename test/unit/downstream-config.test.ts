@@ -231,6 +231,75 @@ callers:
     });
   });
 
+  it('scopes a provider/downstream entry to that provider, a bare id to every provider the caller may use', () => {
+    const SCOPED = 'scoped-key-0123456789abcd';
+    const BARE = 'bare-key-0123456789abcdef';
+    const two = load(
+      `${provider(`      - id: orders
+        audience: https://orders.example.com`)}
+  - id: partner
+    issuer: https://login.partner.example
+    client_id: credbroker
+    client_secret: s3cret-partner
+    redirect_uris: [https://app.example.com/cb]
+    downstreams:
+      - id: orders
+        audience: https://orders.partner.example
+callers:
+  - name: scoped
+    api_key_sha256: ${hashApiKey(SCOPED)}
+    allow: [GetDownstreamToken]
+    downstreams: [corp/orders]
+  - name: bare
+    api_key_sha256: ${hashApiKey(BARE)}
+    allow: [GetDownstreamToken]
+    downstreams: [orders]
+`,
+    );
+    const auth = createAuthorizer({ callers: two.callers, insecure: false, tls: true });
+    const call = (key: string, prov: string) => {
+      const metadata = new Metadata();
+      metadata.add('authorization', `Bearer ${key}`);
+      return {
+        metadata,
+        request: { userId: 'alice', provider: prov, downstream: 'orders' },
+        getAuthContext: () => ({}),
+      } as unknown as ServerUnaryCall<unknown, unknown>;
+    };
+    assert.equal(auth('GetDownstreamToken', call(SCOPED, 'corp'), 'corp').caller, 'scoped');
+    const err = denied(() => auth('GetDownstreamToken', call(SCOPED, 'partner'), 'partner'));
+    assert.equal(err.metadata.cause, 'DOWNSTREAM_NOT_ALLOWED');
+    assert.equal(err.metadata.provider, 'partner');
+    for (const prov of ['corp', 'partner']) {
+      assert.equal(auth('GetDownstreamToken', call(BARE, prov), prov).caller, 'bare');
+    }
+  });
+
+  it('checks provider/downstream entries against the providers the caller may use', () => {
+    const problems = problemsOf(() =>
+      load(
+        `${provider(DOWNSTREAMS)}
+callers:
+  - name: r
+    api_key_sha256: ${hashApiKey(KEY)}
+    allow: [GetDownstreamToken]
+    providers: [corp]
+    downstreams: [corp/orders, corp/payroll, other/orders, Corp/orders, corp/orders/x]
+`,
+        { '/secrets/billing': 'b' },
+      ),
+    );
+    assert.equal(problems.length, 4, problems.join('\n'));
+    assert.ok(
+      problems.some((p) => p.startsWith('callers[0].downstreams[1]: unknown downstream "corp/payroll"')),
+    );
+    assert.ok(
+      problems.some((p) => p.startsWith('callers[0].downstreams[2]: unknown downstream "other/orders"')),
+    );
+    assert.ok(problems.some((p) => p.startsWith('callers[0].downstreams[3]: expected a downstream id')));
+    assert.ok(problems.some((p) => p.startsWith('callers[0].downstreams[4]: expected a downstream id')));
+  });
+
   it('allows every downstream to a caller without a downstreams list', () => {
     for (const downstream of ['orders', 'graph', 'billing']) {
       assert.equal(

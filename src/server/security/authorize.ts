@@ -64,7 +64,10 @@ interface Compiled {
   readonly san: string | undefined;
   readonly allow: ReadonlySet<string>;
   readonly providers: ReadonlySet<string> | undefined;
-  /** GetDownstreamToken: the downstream ids allowed; undefined: every one. */
+  /**
+   * GetDownstreamToken: the downstreams allowed, as configured — `<provider>/<downstream>` for
+   * one provider's, a bare id under every provider; undefined: every one.
+   */
   readonly downstreams: ReadonlySet<string> | undefined;
   /** What the authorizer returns for this caller: made once, not per call. */
   readonly result: { readonly caller: string };
@@ -223,7 +226,10 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
     // only once the request validated, so `downstream` is then a configured id.
     if (provider !== undefined && rpc === 'GetDownstreamToken' && caller.downstreams !== undefined) {
       const downstream = (call.request as { downstream?: unknown } | undefined)?.downstream;
-      if (typeof downstream !== 'string' || !caller.downstreams.has(downstream)) {
+      if (
+        typeof downstream !== 'string' ||
+        !(caller.downstreams.has(downstream) || caller.downstreams.has(`${provider}/${downstream}`))
+      ) {
         throw forbidden(
           DenialCause.DOWNSTREAM_NOT_ALLOWED,
           caller.name,
