@@ -36,15 +36,43 @@ export async function revokeSubjectToken(options: RevokeOptions, input: RevokeIn
   }
 
   const { deleted, record } = await deleteWhatWasRead(store, ref);
+  const downstreamTokens = await readDownstreamTokens(store, ref, idp.downstreams ?? []);
   await deleteDownstreamTokens(store, ref, idp.downstreams ?? []);
-  if (record === undefined) return { deleted, idpRevocation: 'NOT_SUPPORTED' };
+  // The downstream tokens too, best effort: an IdP that ties exchanged tokens to the grant drops
+  // them with it anyway, and one that issued them as JWTs cannot revoke them (they expire with
+  // their short lifetime). They are revoked with the provider's client; a downstream configured
+  // with a client of its own may be refused that (logged by the IdP client). Not in the result.
+  const downstreamRevocations = Promise.all(
+    downstreamTokens.map((token) => idp.revoke(token, 'access_token')),
+  );
+  if (record === undefined) {
+    await downstreamRevocations;
+    return { deleted, idpRevocation: 'NOT_SUPPORTED' };
+  }
   // RFC 7009 §2: revoking the refresh token also invalidates the grant's access tokens at most
   // IdPs; without one, revoke the access token.
-  const idpRevocation =
+  const [idpRevocation] = await Promise.all([
     record.refreshToken !== undefined && record.refreshToken !== ''
-      ? await idp.revoke(record.refreshToken, 'refresh_token')
-      : await idp.revoke(record.accessToken, 'access_token');
+      ? idp.revoke(record.refreshToken, 'refresh_token')
+      : idp.revoke(record.accessToken, 'access_token'),
+    downstreamRevocations,
+  ]);
   return { deleted, idpRevocation };
+}
+
+/**
+ * The access tokens of the user's cached downstream tokens, to revoke at the IdP. A record that
+ * cannot be opened, or a read that fails, only means that one is not revoked (it is deleted).
+ */
+async function readDownstreamTokens(
+  store: Pick<TokenStore, 'getToken'>,
+  ref: SubjectRef,
+  downstreams: readonly string[],
+): Promise<string[]> {
+  const records = await Promise.all(
+    downstreams.map((downstream) => store.getToken({ ...ref, downstream }).catch(() => undefined)),
+  );
+  return records.flatMap((r) => (r === undefined || r.accessToken === '' ? [] : [r.accessToken]));
 }
 
 /**

@@ -27,6 +27,8 @@ const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
 interface FakeIdp {
   /** Every exchange: `downstream subjectToken`. */
   readonly exchanged: string[];
+  /** Every revocation: `token hint`. */
+  readonly revoked: string[];
   readonly refreshed: string[];
   delayMs: number;
   refreshDelayMs: number;
@@ -43,6 +45,7 @@ function fakeIdp(clock: FakeClock): FakeIdp {
   let refreshedCount = 0;
   const fake: FakeIdp = {
     exchanged: [],
+    revoked: [],
     refreshed: [],
     delayMs: 0,
     refreshDelayMs: 0,
@@ -81,7 +84,10 @@ function fakeIdp(clock: FakeClock): FakeIdp {
           issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
         };
       },
-      revoke: () => Promise.resolve('REVOKED' as const),
+      revoke: (token: string, hint: string) => {
+        fake.revoked.push(`${token} ${hint}`);
+        return Promise.resolve('REVOKED' as const);
+      },
     },
   };
   return fake;
@@ -466,6 +472,20 @@ describe('GetDownstreamToken (domain)', () => {
     assert.equal(await store.getToken({ ...alice, downstream: 'billing' }), undefined);
     const after = await brokerError(clock.run(get(service)));
     assert.equal(after.metadata.cause, 'NO_TOKEN');
+  });
+
+  it('revokes the cached downstream tokens at the IdP too when RevokeSubjectToken asks for revoke_at_idp', async () => {
+    const service = replica();
+    await clock.run(get(service, 'orders'));
+    await clock.run(get(service, 'billing'));
+    const result = await service.tokens.revokeSubjectToken({ ...alice, revokeAtIdp: true }, ctx());
+    assert.deepEqual(result, { deleted: true, idpRevocation: 'REVOKED' });
+    assert.deepEqual([...idp.revoked].sort(), [
+      'billing-2 access_token',
+      'orders-1 access_token',
+      'rt-0 refresh_token',
+    ]);
+    assert.equal(await store.getToken({ ...alice, downstream: 'orders' }), undefined);
   });
 
   it('answers INVALID_REQUEST naming downstream for one the provider does not have', async () => {
