@@ -1,8 +1,9 @@
 /**
  * Store key names (DESIGN §3). Every key comes from these helpers, never built inline.
  *
- *   credbroker:v1:{<provider>/<user>}:token   the sealed record (hash {g, v, p, u}: generation,
- *                                             envelope, provider and user id for rotate-keys)
+ *   credbroker:v1:{<provider>/<user>}:token   the sealed record (hash {g, v, p, u, e}: generation,
+ *                                             envelope, provider and user id for rotate-keys,
+ *                                             login epoch)
  *   credbroker:v1:{<provider>/<user>}:lock    the refresh lock (owner token, PX lease)
  *   credbroker:v1:{<provider>/<user>}:tomb    tombstone: the last generation of a deleted record
  *   credbroker:v1:{<provider>/<user>}:unlock  pub/sub channel notified on lock release
