@@ -32,7 +32,7 @@ export function mergeRefreshed(previous: TokenRecord, tokens: TokenSet, now: num
     updatedAt: now,
     subject: previous.subject,
     // A refresh continues the login's epoch (TokenRecord.loginEpoch): it is not a new login.
-    loginEpoch: previous.loginEpoch,
+    ...(previous.loginEpoch === undefined ? {} : { loginEpoch: previous.loginEpoch }),
   };
 }
 
