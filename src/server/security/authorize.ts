@@ -130,9 +130,10 @@ function peerCertificate(call: ServerUnaryCall<unknown, unknown>): PeerCertifica
 export function createAuthorizer(options: AuthorizerOptions): Authorizer {
   const callers = options.callers.map(compile);
   if (callers.length === 0) {
+    const anonymous = Object.freeze({ caller: undefined });
     return (_rpc, call) => {
       const cert = peerCertificate(call);
-      return { caller: cert ? describeSubject(cert.subject) : undefined };
+      return cert ? { caller: describeSubject(cert.subject) } : anonymous;
     };
   }
   // API keys by the hex SHA-256 the configuration holds: the presented key is hashed and looked
