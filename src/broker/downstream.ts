@@ -350,8 +350,10 @@ async function exchangeUnderLock(
   // not for the downstream margin: the exchange needs a token the IdP accepts now, and asking for
   // more would refresh the subject (rotating its refresh token) on every call whose
   // min_valid_for exceeds the subject lifetime the IdP grants. The price: at an IdP that caps an
-  // exchanged token's lifetime at the subject token's, a token exchanged near the subject's end
-  // is short and re-exchanged sooner — never more often than GetValidSubjectToken refreshes.
+  // exchanged token's lifetime at the subject token's remaining one, a token exchanged while the
+  // subject has less than the margin left cannot meet the margin, so calls in that window (at
+  // most margin − skew long, until the subject is refreshed at the skew) exchange anew — one
+  // exchange at a time per user × downstream, as always.
   const subject = await ctx.subjectTokens.getValidSubjectToken(
     { provider: ref.provider, userId: ref.userId, minValidForMs: 0 },
     flightContext(state),
