@@ -215,7 +215,10 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
   if (options.destination) return pino(base, options.destination);
   if (options.pretty)
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  return pino(base, stdoutDestination());
+  // As pino does: when something replaced process.stdout.write (a capture), write through it.
+  const tampered =
+    process.stdout.write !== (process.stdout.constructor.prototype as { write: unknown }).write;
+  return tampered ? pino(base) : pino(base, stdoutDestination());
 }
 
 /** Recently hashed user ids: a call logs its user twice (call line, audit line), callers repeat. */
