@@ -19,7 +19,8 @@
  * 6. Writes bench/results/<date>.json; the last line printed is the ratio broker ÷ echo.
  *
  * Options: --cpu-prof (profile broker replica 1, print the top self time), --quick (1 short
- * round), --no-build (use the existing dist/ and .tmp/bench/build).
+ * round), --no-build (use the existing dist/ and .tmp/bench/build), --node-options='…' (runtime
+ * flags of every server under load instead of the Deployment's NODE_OPTIONS).
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -71,6 +72,8 @@ interface Options {
   readonly cpuProf: boolean;
   readonly quick: boolean;
   readonly build: boolean;
+  /** `--node-options=…`: instead of the Deployment's NODE_OPTIONS (to try runtime flags). */
+  readonly nodeOptions: string | undefined;
 }
 
 interface LoadShape {
@@ -119,7 +122,13 @@ const log = (line: string) => console.log(line);
 
 function parseOptions(argv: readonly string[]): Options {
   const args = new Set(argv);
-  return { cpuProf: args.has('--cpu-prof'), quick: args.has('--quick'), build: !args.has('--no-build') };
+  const nodeOptions = argv.find((a) => a.startsWith('--node-options='))?.slice('--node-options='.length);
+  return {
+    cpuProf: args.has('--cpu-prof'),
+    quick: args.has('--quick'),
+    build: !args.has('--no-build'),
+    nodeOptions,
+  };
 }
 
 function createBench(options: Options): Bench {
@@ -132,7 +141,7 @@ function createBench(options: Options): Bench {
     load: { connections: 4, streams: 16, durationS: options.quick ? 4 : 7, warmupS: 2 },
     work,
     profDir: join(work, 'prof'),
-    nodeOptions: deploymentNodeOptions(),
+    nodeOptions: options.nodeOptions ?? deploymentNodeOptions(),
     started: Date.now(),
     cleanups: [],
   };
@@ -543,7 +552,9 @@ async function run(bench: Bench): Promise<void> {
   const benchBuild = join(bench.work, 'build');
   const cli = bench.options.build ? buildDist() : join(ROOT, 'dist/cli.js');
   if (bench.options.build) buildBench(benchBuild);
-  log(`NODE_OPTIONS of every server under load (as deploy/kubernetes/deployment.yaml): ${bench.nodeOptions}`);
+  log(
+    `NODE_OPTIONS of every server under load (${bench.options.nodeOptions === undefined ? 'as deploy/kubernetes/deployment.yaml' : 'given'}): ${bench.nodeOptions}`,
+  );
   log(`built dist/ and the bench servers (${((Date.now() - bench.started) / 1000).toFixed(1)} s)`);
   const loggerCost = measureLoggerCost();
   log(
