@@ -13,10 +13,22 @@
  * measured in the same rounds. With `--cpu-prof` the current server layer runs under
  * `node --cpu-prof` and the top self-time functions of the measured requests are printed in µs
  * per call (percent of busy samples × CPU per call).
+ *
+ * `--broker`: also the real broker (the compiled `src/cli.js serve`, Redis store with its record
+ * cache, one seeded user, production configuration as bench/run.ts), in the same rounds: the
+ * cost of the store read and the domain over the server layer. `--cpu-prof=broker` profiles the
+ * broker instead of the server layer.
  */
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadConfig } from '../src/config/load.js';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
+import { createLogger } from '../src/logger.js';
+import { createStore, loadKeyRing } from '../src/store/index.js';
+import { waitServing } from './lib/broker.js';
+import { freePort } from './lib/net.js';
+import { startRedis } from './lib/redis.js';
 import { buildBench, deploymentNodeOptions } from './lib/build.js';
 import { cpuSeconds, helperPort, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { h2load } from './load.js';
@@ -32,7 +44,13 @@ function option(name: string, fallback: number): number {
 
 const requests = option('requests', 40_000);
 const rounds = option('rounds', 3);
-const cpuProf = process.argv.includes('--cpu-prof');
+const profiled = process.argv.find((a) => a === '--cpu-prof' || a.startsWith('--cpu-prof='));
+const cpuProf = profiled !== undefined;
+const withBroker = process.argv.includes('--broker');
+const profileTarget = profiled === '--cpu-prof=broker' ? 'broker' : 'server layer';
+if (profileTarget === 'broker' && !withBroker) throw new Error('--cpu-prof=broker needs --broker');
+const profArgs = (name: string) =>
+  cpuProf && profileTarget === name ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
 const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
 const work = join(ROOT, '.tmp/layer-cost');
 rmSync(work, { recursive: true, force: true });
@@ -54,8 +72,9 @@ const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH
 });
 const layer = spawnNode(join(build, 'bench/server-layer.js'), [String(TOKEN_LENGTH)], runtime, {
   stdout: 'ignore',
-  nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+  nodeArgs: profArgs('server layer'),
 });
+const cleanups: (() => Promise<void>)[] = [];
 const targets: { name: string; child: Child; address: string }[] = [
   { name: 'echo', child: echo, address: `127.0.0.1:${await helperPort(echo, 'stdout')}` },
   { name: 'server layer', child: layer, address: `127.0.0.1:${await helperPort(layer, 'stderr')}` },
@@ -65,6 +84,79 @@ if (before !== undefined) {
     stdout: 'ignore',
   });
   targets.push({ name: 'before', child: old, address: `127.0.0.1:${await helperPort(old, 'stderr')}` });
+}
+if (withBroker) targets.push(await startBroker());
+
+/** redis-server, one user's token seeded through the store, and `cli.js serve` as bench/run.ts runs it. */
+async function startBroker(): Promise<(typeof targets)[number]> {
+  const redis = await startRedis();
+  cleanups.push(() => redis.stop());
+  const file = join(work, 'broker.yaml');
+  writeFileSync(
+    file,
+    `health_listen: ''
+log_level: info
+store:
+  subject_tokens: true
+  redis_url: ${redis.url}
+  active_key: bench1
+providers:
+  - id: corp
+    authorization_endpoint: http://127.0.0.1:9/authorize
+    token_endpoint: http://127.0.0.1:9/token
+    client_id: bench
+    client_secret: bench-secret
+    redirect_uris: [https://app.example.com/cb]
+    allow_insecure_http: true
+`,
+  );
+  const address = `127.0.0.1:${await freePort()}`;
+  const env = {
+    CREDBROKER_CONFIG: file,
+    CREDBROKER_LISTEN: address,
+    CREDBROKER_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    CREDBROKER_KEYS: `bench1:${randomBytes(32).toString('base64')}`,
+  };
+  const config = loadConfig({ env });
+  const store = createStore(config.store, loadKeyRing(config.store), createLogger({ level: 'warn' }));
+  for (const until = Date.now() + 10_000; ;) {
+    try {
+      await store.ping();
+      break;
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+  const now = Date.now();
+  await store.putToken(
+    { provider: 'corp', userId: 'user-00007@example.com' },
+    {
+      accessToken: 'at-'.padEnd(TOKEN_LENGTH, '.'),
+      refreshToken: 'rt-bench',
+      tokenType: 'Bearer',
+      expiresAt: now + 3600_000,
+      refreshExpiresAt: undefined,
+      scopes: ['openid', 'profile', 'email', 'offline_access'],
+      idToken: undefined,
+      obtainedVia: 'login',
+      updatedAt: now,
+      subject: 'user-00007@example.com',
+    },
+    24 * 3600_000,
+  );
+  await store.close();
+  const child = spawnNode(
+    join(build, 'src/cli.js'),
+    ['serve'],
+    { ...env, ...runtime },
+    {
+      stdout: 'ignore',
+      nodeArgs: profArgs('broker'),
+    },
+  );
+  await waitServing(address, child);
+  return { name: 'broker', child, address };
 }
 
 async function cpuPerCall(target: (typeof targets)[number], n: number, label: string): Promise<number> {
@@ -95,7 +187,7 @@ try {
     for (const t of targets) {
       const startNs = process.hrtime.bigint();
       perCall[t.name]!.push(await cpuPerCall(t, requests, `${t.name.replace(' ', '-')}-${round}`));
-      if (t.name === 'server layer') windows.push({ startNs, endNs: process.hrtime.bigint() });
+      if (t.name === profileTarget) windows.push({ startNs, endNs: process.hrtime.bigint() });
     }
     console.log(
       `round ${round}: CPU µs/call  ${targets.map((t) => `${t.name} ${perCall[t.name]!.at(-1)!.toFixed(1)}`).join('  ')}`,
@@ -103,6 +195,7 @@ try {
   }
 } finally {
   await Promise.all(targets.map((t) => t.child.stop()));
+  for (const cleanup of cleanups) await cleanup();
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const echoUs = median(perCall.echo!);
@@ -115,13 +208,21 @@ if (before !== undefined) {
   const beforeUs = median(perCall.before!);
   console.log(`before: ${beforeUs.toFixed(1)} µs/call, over echo ${(beforeUs - echoUs).toFixed(1)}`);
 }
+if (withBroker) {
+  const brokerUs = median(perCall.broker!);
+  console.log(
+    `broker: ${brokerUs.toFixed(1)} µs/call, over echo ${(brokerUs - echoUs).toFixed(1)}, over the server layer ${(brokerUs - layerUs).toFixed(1)}; ` +
+      `broker ÷ echo by CPU ${(echoUs / brokerUs).toFixed(3)}`,
+  );
+}
 if (cpuProf) {
+  const profiledUs = median(perCall[profileTarget]!);
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
   if (file) {
     const profile = summariseProfile(join(profDir, file), windows);
-    const us = (percent: number) => ((percent / 100) * layerUs).toFixed(1).padStart(6);
+    const us = (percent: number) => ((percent / 100) * profiledUs).toFixed(1).padStart(6);
     console.log(
-      `server layer profile (measured rounds, busy ${profile.busyPercentOfWall}% of wall), self time µs/call:`,
+      `${profileTarget} profile (measured rounds, busy ${profile.busyPercentOfWall}% of wall), self time µs/call:`,
     );
     for (const a of profile.byArea)
       console.log(`  ${us(a.percent)}  ${a.percent.toFixed(1).padStart(5)}%  ${a.area}`);

@@ -8,7 +8,7 @@
  */
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { createLogger, SECRET_KEYS } from '../src/logger.js';
+import { createLogger, jsonField, LineWriter, SECRET_KEYS } from '../src/logger.js';
 
 const sink = () =>
   new Writable({
@@ -48,11 +48,76 @@ function perCallMicros(make: () => Logger, calls: number): number {
   return Math.round(((used.user + used.system) / calls) * 10) / 10;
 }
 
+/**
+ * The two lines as src/server/call.ts and src/server/security/audit.ts write them now (no
+ * per-call child logger): through pino's `info(fields, msg)` (`fixed = false`, what they did
+ * before the LineWriter) or through the LineWriter (`fixed = true`).
+ */
+function twoLinesMicros(fixed: boolean, calls: number): number {
+  // As src/logger.ts's stdout destination: lines are appended to a string, written once per turn.
+  let pending = '';
+  const destination = {
+    write(line: string) {
+      pending += line;
+      if (pending.length > 65_536) pending = '';
+    },
+  };
+  const logger = createLogger({ level: 'info', destination }).child({ rpc: 'GetValidSubjectToken' });
+  const audit = createLogger({ level: 'info', destination, name: 'audit' });
+  const callKeys = ['requestId', 'status', 'durationMs', 'provider', 'user'];
+  const auditKeys = ['event', 'outcome', 'rpc', 'user', 'provider', 'requestId'];
+  const callLine = LineWriter.for(logger, 'call', callKeys)!;
+  const auditLine = LineWriter.for(audit, 'audit', auditKeys)!;
+  const user = '0123456789abcdef';
+  const once = (i: number) => {
+    const requestId = `req-${i}`;
+    const durationMs = (i % 1000) / 997;
+    if (fixed) {
+      callLine.write(
+        jsonField('requestId', requestId) +
+          jsonField('status', 'OK') +
+          jsonField('durationMs', durationMs) +
+          jsonField('provider', 'corp') +
+          jsonField('user', user),
+      );
+      auditLine.write(
+        jsonField('event', 'token_release') +
+          jsonField('outcome', 'ok') +
+          jsonField('rpc', 'GetValidSubjectToken') +
+          jsonField('user', user) +
+          jsonField('provider', 'corp') +
+          jsonField('requestId', requestId),
+      );
+    } else {
+      logger.info({ requestId, status: 'OK', durationMs, provider: 'corp', user }, 'call');
+      audit.info(
+        {
+          event: 'token_release',
+          outcome: 'ok',
+          rpc: 'GetValidSubjectToken',
+          user,
+          provider: 'corp',
+          requestId,
+        },
+        'audit',
+      );
+    }
+  };
+  for (let i = 0; i < 5000; i++) once(i); // warm up the JIT
+  const started = process.cpuUsage();
+  for (let i = 0; i < calls; i++) once(i);
+  const used = process.cpuUsage(started);
+  return Math.round(((used.user + used.system) / calls) * 100) / 100;
+}
+
 export interface LoggerCost {
   /** CPU µs per call for the logging of one call (2 child loggers, call line, audit line). */
   readonly productionLogger: number;
   readonly withoutRedaction: number;
   readonly previousWildcardRedaction: number;
+  /** The call and audit lines as written now (LineWriter), and through pino's info() before it. */
+  readonly twoLinesFixedWriter: number;
+  readonly twoLinesPinoInfo: number;
 }
 
 export function measureLoggerCost(calls = 20_000): LoggerCost {
@@ -60,6 +125,8 @@ export function measureLoggerCost(calls = 20_000): LoggerCost {
     productionLogger: perCallMicros(() => createLogger({ level: 'info', destination: sink() }), calls),
     withoutRedaction: perCallMicros(() => pino({ level: 'info' }, sink()), calls),
     previousWildcardRedaction: perCallMicros(wildcardRedactLogger, calls),
+    twoLinesPinoInfo: twoLinesMicros(false, calls * 5),
+    twoLinesFixedWriter: twoLinesMicros(true, calls * 5),
   };
 }
 

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../broker/api.js';
 import { BrokerError, invalidRequest } from '../core/errors.js';
-import { hashUserId, type Logger } from '../logger.js';
+import { hashUserId, jsonField, LineWriter, type Logger } from '../logger.js';
 import { toServiceError } from './errors.js';
 
 /** What the call wrapper reports when a call ends (metrics and audit subscribe to this). */
@@ -82,11 +82,25 @@ function deadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
 const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 const NO_OBSERVERS: readonly CallObserver[] = [];
 const NO_SUBJECT: Subject = Object.freeze({});
+/** The call line's fields, in output order. */
+const CALL_LINE_KEYS = [
+  'requestId',
+  'status',
+  'durationMs',
+  'provider',
+  'user',
+  'downstream',
+  'caller',
+  'reason',
+  'cause',
+] as const;
 
 /** What every call of one RPC shares: made once per handler, not per call. */
 interface Handler<Req, Res, Input extends Subject> {
   readonly rpc: string;
   readonly logger: Logger;
+  /** Writes the call line without pino's generic path (undefined: through pino). */
+  readonly callLine: LineWriter | undefined;
   readonly observers: readonly CallObserver[];
   readonly authorize: Authorizer | undefined;
   readonly validate: (request: Req) => Input;
@@ -178,19 +192,36 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     if (this.timer) clearTimeout(this.timer);
     const { handler, subject, requestId, caller } = this;
     const durationMs = Math.round((performance.now() - this.started) * 1000) / 1000;
-    const line = {
-      requestId,
-      status: status[code],
-      durationMs,
-      provider: subject.provider,
-      user: subject.userId === undefined ? undefined : hashUserId(subject.userId),
-      downstream: subject.downstream,
-      caller,
-      reason: err?.reason,
-      cause: err?.metadata.cause,
-    };
-    if (internalErr !== undefined) handler.logger.error({ ...line, err: internalErr }, 'call failed');
-    else handler.logger.info(line, 'call');
+    const user = subject.userId === undefined ? undefined : hashUserId(subject.userId);
+    const { callLine } = handler;
+    if (internalErr === undefined && callLine !== undefined) {
+      if (callLine.enabled)
+        callLine.write(
+          jsonField('requestId', requestId) +
+            jsonField('status', status[code]) +
+            jsonField('durationMs', durationMs) +
+            jsonField('provider', subject.provider) +
+            jsonField('user', user) +
+            jsonField('downstream', subject.downstream) +
+            jsonField('caller', caller) +
+            jsonField('reason', err?.reason) +
+            jsonField('cause', err?.metadata.cause),
+        );
+    } else {
+      const line = {
+        requestId,
+        status: status[code],
+        durationMs,
+        provider: subject.provider,
+        user,
+        downstream: subject.downstream,
+        caller,
+        reason: err?.reason,
+        cause: err?.metadata.cause,
+      };
+      if (internalErr !== undefined) handler.logger.error({ ...line, err: internalErr }, 'call failed');
+      else handler.logger.info(line, 'call');
+    }
     const { observers } = handler;
     if (observers.length === 0) return;
     const outcome: CallOutcome = {
@@ -226,9 +257,11 @@ export function unary<Req, Res, Input extends Subject>(
   validate: (request: Req) => Input,
   run: (input: Input, ctx: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  const logger = options.logger.child({ rpc });
   const handler: Handler<Req, Res, Input> = {
     rpc,
-    logger: options.logger.child({ rpc }),
+    logger,
+    callLine: LineWriter.for(logger, 'call', CALL_LINE_KEYS),
     observers: options.observers ?? NO_OBSERVERS,
     authorize: options.authorize,
     validate,

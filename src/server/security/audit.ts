@@ -10,10 +10,87 @@
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import type { AuditEntry, AuditEventName, AuditLog } from '../../broker/audit.js';
-import { createLogger, hashUserId, type Logger } from '../../logger.js';
+import { createLogger, hashUserId, jsonField, LineWriter, type Logger } from '../../logger.js';
 import type { CallObserver } from '../call.js';
 
 export const AUDIT_LOGGER_NAME = 'audit';
+/** An audit line's fields, in output order. */
+const AUDIT_KEYS = [
+  'event',
+  'outcome',
+  'caller',
+  'rpc',
+  'user',
+  'provider',
+  'cause',
+  'requestId',
+  'downstream',
+] as const;
+
+/** The server's AuditLog: entries as `audit` lines on the service log's destination. */
+class LoggerAuditLog implements AuditLog {
+  private readonly line: LineWriter | undefined;
+
+  constructor(
+    private readonly audit: Logger,
+    private readonly logger: Logger,
+  ) {
+    this.line = LineWriter.for(audit, 'audit', AUDIT_KEYS);
+  }
+
+  record(entry: AuditEntry): void {
+    this.write(
+      entry.event,
+      entry.outcome,
+      entry.caller,
+      entry.rpc,
+      entry.userId,
+      entry.provider,
+      entry.cause,
+      entry.requestId,
+      entry.downstream,
+    );
+  }
+
+  /** record() without the entry object (the call observer, once per call). */
+  write(
+    event: AuditEventName,
+    outcome: string,
+    caller: string | undefined,
+    rpc: string | undefined,
+    userId: string | undefined,
+    provider: string | undefined,
+    cause: string | undefined,
+    requestId: string | undefined,
+    downstream: string | undefined,
+  ): void {
+    try {
+      // As in the call log: user ids are often e-mail addresses; the hash correlates.
+      const user = userId === undefined ? undefined : hashUserId(userId);
+      const { line } = this;
+      if (line === undefined) {
+        this.audit.info(
+          { event, outcome, caller, rpc, user, provider, cause, requestId, downstream },
+          'audit',
+        );
+      } else if (line.enabled) {
+        line.write(
+          jsonField('event', event) +
+            jsonField('outcome', outcome) +
+            jsonField('caller', caller) +
+            jsonField('rpc', rpc) +
+            jsonField('user', user) +
+            jsonField('provider', provider) +
+            jsonField('cause', cause) +
+            jsonField('requestId', requestId) +
+            jsonField('downstream', downstream),
+        );
+      }
+    } catch (err) {
+      this.logger.error({ err }, 'writing an audit event failed');
+    }
+  }
+}
 
 /**
  * An AuditLog writing to `logger`'s destination under its own logger name. A pino child would
@@ -29,29 +106,7 @@ export function createAuditLog(logger: Logger): AuditLog {
     level: logger.level === 'silent' ? 'silent' : 'info',
     ...(destination ? { destination } : {}),
   });
-  return {
-    record(entry: AuditEntry): void {
-      try {
-        audit.info(
-          {
-            event: entry.event,
-            outcome: entry.outcome,
-            caller: entry.caller,
-            rpc: entry.rpc,
-            // As in the call log: user ids are often e-mail addresses; the hash correlates.
-            user: entry.userId === undefined ? undefined : hashUserId(entry.userId),
-            provider: entry.provider,
-            cause: entry.cause,
-            requestId: entry.requestId,
-            downstream: entry.downstream,
-          },
-          'audit',
-        );
-      } catch (err) {
-        logger.error({ err }, 'writing an audit event failed');
-      }
-    },
-  };
+  return new LoggerAuditLog(audit, logger);
 }
 
 const eventByRpc: Record<string, AuditEventName> = {
@@ -72,11 +127,27 @@ export function auditObserver(audit: AuditLog): CallObserver {
     const denied = outcome.code === status.UNAUTHENTICATED || outcome.code === status.PERMISSION_DENIED;
     const event = denied ? 'denied' : eventByRpc[outcome.rpc];
     if (event === undefined) return;
+    const result = outcome.code === status.OK ? 'ok' : (outcome.reason ?? status[outcome.code]);
+    // On a denial the policy names the recognised caller in the error's metadata.
+    const caller = outcome.caller ?? outcome.metadata.caller;
+    if (audit instanceof LoggerAuditLog) {
+      audit.write(
+        event,
+        result,
+        caller,
+        outcome.rpc,
+        outcome.userId,
+        outcome.provider,
+        outcome.metadata.cause,
+        outcome.requestId,
+        outcome.downstream,
+      );
+      return;
+    }
     audit.record({
       event,
-      outcome: outcome.code === status.OK ? 'ok' : (outcome.reason ?? status[outcome.code]),
-      // On a denial the policy names the recognised caller in the error's metadata.
-      caller: outcome.caller ?? outcome.metadata.caller,
+      outcome: result,
+      caller,
       rpc: outcome.rpc,
       userId: outcome.userId,
       provider: outcome.provider,

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { createLogger, jsonField, LineWriter, type Logger } from '../../src/logger.js';
+
+/** A logger whose raw output (not split, not parsed) is kept, to compare bytes. */
+function rawLogger(level = 'info'): { logger: Logger; out: string[] } {
+  const out: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      out.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  return { logger: createLogger({ level, destination }), out };
+}
+
+/** The time field differs between two lines written in different milliseconds. */
+const withoutTime = (line: string) => line.replace(/,"time":"[^"]*"/, ',"time":"T"');
+
+const KEYS = ['requestId', 'status', 'durationMs', 'user', 'caller', 'cause'] as const;
+
+describe('LineWriter (fixed-shape log lines)', () => {
+  it('writes the bytes pino writes for the same fields, undefined fields omitted, strings escaped', () => {
+    const { logger, out } = rawLogger();
+    const child = logger.child({ rpc: 'GetValidSubjectToken' });
+    const writer = LineWriter.for(child, 'call', KEYS);
+    assert.ok(writer, 'a logger from createLogger takes the fixed path');
+    const samples: Record<(typeof KEYS)[number], string | number | undefined>[] = [
+      {
+        requestId: 'r-1',
+        status: 'OK',
+        durationMs: 0.125,
+        user: 'ab12',
+        caller: undefined,
+        cause: undefined,
+      },
+      {
+        requestId: 'r-2',
+        status: 'FAILED_PRECONDITION',
+        durationMs: 12,
+        user: undefined,
+        caller: 'CN=a "quoted", \\ back\nslash \u0001 ünï \ud800',
+        cause: 'NO_TOKEN',
+      },
+      { requestId: 'r-3', status: 'OK', durationMs: Number.NaN, user: '', caller: '', cause: undefined },
+      { requestId: 'r-4', status: 'OK', durationMs: 1e21, user: 'ünïcödé', caller: '😀', cause: '\t' },
+    ];
+    for (const fields of samples) {
+      child.info(fields, 'call');
+      writer.write(KEYS.map((k) => jsonField(k, fields[k])).join(''));
+    }
+    assert.equal(out.length, samples.length * 2);
+    for (let i = 0; i < samples.length; i++) {
+      const viaPino = withoutTime(out[2 * i]!);
+      const fixed = withoutTime(out[2 * i + 1]!);
+      assert.equal(fixed, viaPino);
+      assert.deepEqual(JSON.parse(fixed), JSON.parse(viaPino));
+    }
+  });
+
+  it('escapes a lone surrogate (pino writes it raw, which is not valid UTF-8)', () => {
+    assert.equal(jsonField('caller', 'a\udc00'), ',"caller":"a\\udc00"');
+    assert.equal(jsonField('caller', '😀'), ',"caller":"😀"');
+  });
+
+  it('follows the logger level, also when it changes', () => {
+    const { logger, out } = rawLogger('warn');
+    const writer = LineWriter.for(logger, 'call', KEYS)!;
+    assert.equal(writer.enabled, false);
+    logger.level = 'info';
+    assert.equal(writer.enabled, true);
+    logger.level = 'silent';
+    assert.equal(writer.enabled, false);
+    assert.equal(out.length, 0);
+  });
+
+  it('is not used for a logger that redacts or serializes one of its keys, has a mixin, or wants metadata', () => {
+    const sink = new Writable({ write: (_c, _e, cb) => cb() });
+    assert.equal(LineWriter.for(createLogger({ destination: sink }), 'x', ['token']), undefined);
+    assert.equal(LineWriter.for(pino({ redact: ['user'] }, sink), 'x', ['user']), undefined);
+    assert.equal(LineWriter.for(pino({ serializers: { user: String } }, sink), 'x', ['user']), undefined);
+    assert.equal(LineWriter.for(pino({ mixin: () => ({}) }, sink), 'x', ['user']), undefined);
+    assert.equal(LineWriter.for(pino({ formatters: { log: (o) => o } }, sink), 'x', ['user']), undefined);
+    assert.equal(LineWriter.for(pino({}, pino.multistream([{ stream: sink }])), 'x', ['user']), undefined);
+  });
+});
