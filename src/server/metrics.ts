@@ -75,16 +75,119 @@ function packageVersion(): string {
   }
 }
 
+/** prom-client's internal record of one histogram series (lib/histogram.js, v15). */
+interface HistogramSeriesRecord {
+  labels: Record<string, string | number>;
+  bucketValues: Record<number, number>;
+  sum: number;
+  count: number;
+}
+
+/**
+ * One series of a histogram observed on the hot path: observations are counted in plain numbers
+ * and added to prom-client's series when it is collected (scrape time). prom-client's own
+ * `observe` builds a labels object, validates the labels and builds their hash string on every
+ * call, even through a label child (≈ 1–2 µs and garbage per observation, docs/PERFORMANCE.md).
+ * The exposition is unchanged: same buckets (`le` is an inclusive upper bound, as prom-client),
+ * sum and count. Should prom-client's internal record of a series not have the shape this adds
+ * to (another major version), observations go through prom-client as before.
+ */
+class HotHistogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  private readonly direct: boolean;
+
+  constructor(
+    private readonly histogram: Histogram<string>,
+    private readonly labels: Record<string, string>,
+    private readonly bounds: readonly number[],
+  ) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+    this.direct = this.record() === undefined;
+  }
+
+  observe(value: number): void {
+    if (this.direct) {
+      this.histogram.observe(this.labels, value);
+      return;
+    }
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    const { bounds } = this;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+
+  /** Adds what was observed since the last collection to prom-client's series. */
+  flush(): void {
+    if (this.count === 0) return;
+    const record = this.record();
+    if (record === undefined) return; // not reached: checked at construction
+    const { bounds, counts } = this;
+    for (let i = 0; i < bounds.length; i++) {
+      record.bucketValues[bounds[i]!]! += counts[i]!;
+      counts[i] = 0;
+    }
+    counts[bounds.length] = 0; // above every bound: only in +Inf, which is the count
+    record.sum += this.sum;
+    record.count += this.count;
+    this.sum = 0;
+    this.count = 0;
+  }
+
+  /** prom-client's record of this series (made, zeroed, if it has none yet: a reset). */
+  private record(): HistogramSeriesRecord | undefined {
+    const find = () => {
+      const map = (this.histogram as unknown as { hashMap?: Record<string, HistogramSeriesRecord> }).hashMap;
+      if (map === undefined || typeof map !== 'object') return undefined;
+      const names = Object.keys(this.labels);
+      return Object.values(map).find(
+        (r) =>
+          Object.keys(r.labels).length === names.length &&
+          names.every((n) => String(r.labels[n]) === this.labels[n]),
+      );
+    };
+    let record = find();
+    if (record === undefined) {
+      this.histogram.zero(this.labels);
+      record = find();
+    }
+    const valid =
+      record !== undefined &&
+      typeof record.sum === 'number' &&
+      typeof record.count === 'number' &&
+      typeof record.bucketValues === 'object' &&
+      this.bounds.every((b) => typeof record.bucketValues[b] === 'number');
+    return valid ? record : undefined;
+  }
+}
+
 /** Creates the registry, every series, and the hooks that feed them. */
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
+  // The hot path's series are counted in plain numbers and added at scrape time (collect).
+  const hotHistograms: HotHistogram[] = [];
+  const flushHistograms = () => {
+    for (const h of hotHistograms) h.flush();
+  };
   const calls = new Counter({
     name: METRIC_NAMES.calls,
     help: 'Completed RPCs by method, gRPC status code and ErrorInfo reason ("" when OK).',
     labelNames: ['rpc', 'code', 'reason'] as const,
     registers: [registry],
+    collect() {
+      for (const [rpc, s] of series) {
+        if (s.okPending > 0) {
+          this.inc({ rpc, code: status[status.OK], reason: '' }, s.okPending);
+          s.okPending = 0;
+        }
+      }
+    },
   });
   const callDuration = new Histogram({
     name: METRIC_NAMES.callDuration,
@@ -92,6 +195,7 @@ export function createMetrics(): Metrics {
     labelNames: ['rpc'] as const,
     buckets: CALL_BUCKETS,
     registers: [registry],
+    collect: flushHistograms,
   });
   const reauth = new Counter({
     name: METRIC_NAMES.reauth,
@@ -178,7 +282,10 @@ export function createMetrics(): Metrics {
     help: 'Lifetime left on access tokens when served, in seconds.',
     buckets: REMAINING_BUCKETS,
     registers: [registry],
+    collect: flushHistograms,
   });
+  const served = new HotHistogram(tokenRemaining, {}, REMAINING_BUCKETS);
+  hotHistograms.push(served);
   const exchanges = new Counter({
     name: METRIC_NAMES.exchanges,
     help: 'Token exchanges for downstream APIs at the IdP by provider, downstream and outcome (exchanged, rejected, unavailable, fenced, error).',
@@ -203,20 +310,19 @@ export function createMetrics(): Metrics {
   // with a labels object would rebuild and validate the labels on every call. Every key below
   // comes from a closed set (RPC names, gRPC codes, ErrorInfo reasons), so the maps stay small.
   interface RpcSeries {
-    readonly duration: { observe(seconds: number): void };
+    readonly duration: HotHistogram;
     /** calls_total children by `${code} ${reason}`. */
     readonly calls: Map<string, { inc(): void }>;
-    readonly ok: { inc(): void };
+    /** OK calls not yet added to calls_total (at scrape time). */
+    okPending: number;
   }
   const series = new Map<string, RpcSeries>();
   const seriesOf = (rpc: string): RpcSeries => {
     let s = series.get(rpc);
     if (s === undefined) {
-      s = {
-        duration: callDuration.labels({ rpc }),
-        calls: new Map(),
-        ok: calls.labels({ rpc, code: status[status.OK], reason: '' }),
-      };
+      const duration = new HotHistogram(callDuration, { rpc }, CALL_BUCKETS);
+      hotHistograms.push(duration);
+      s = { duration, calls: new Map(), okPending: 0 };
       series.set(rpc, s);
     }
     return s;
@@ -225,7 +331,7 @@ export function createMetrics(): Metrics {
     const { rpc, code } = outcome;
     const s = seriesOf(rpc);
     const reason = outcome.reason ?? '';
-    if (code === status.OK && reason === '') s.ok.inc();
+    if (code === status.OK && reason === '') s.okPending++;
     else {
       const key = `${code} ${reason}`;
       let counter = s.calls.get(key);
@@ -246,7 +352,7 @@ export function createMetrics(): Metrics {
     lockWait: (ms) => lockWait.observe(Math.max(0, ms) / 1000),
     coalescedWaiter: () => coalesced.inc(),
     storeError: (op) => storeErrors.inc({ op }),
-    tokenServed: (remainingMs) => tokenRemaining.observe(Math.max(0, remainingMs) / 1000),
+    tokenServed: (remainingMs) => served.observe(Math.max(0, remainingMs) / 1000),
     storeCache: (read) => {
       readCache = read;
     },
