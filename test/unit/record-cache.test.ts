@@ -40,6 +40,21 @@ describe('record cache', () => {
     assert.equal(cache.stats().entries, 3);
   });
 
+  it('keeps a hit entry at least maxEntries - 1 - maxEntries/4 later insertions (hits move only older entries)', () => {
+    cache = createRecordCache<string>({ maxEntries: 8, maxAgeMs: 30_000, now: () => now });
+    cache.setActive(true);
+    for (const k of 'abcdefgh') put(k, k.toUpperCase());
+    assert.equal(cache.get('a'), 'A'); // the oldest: moved to the most recent end
+    put('i', 'I');
+    assert.equal(cache.get('h'), 'H'); // among the newest: not moved
+    for (const k of 'jklmn') put(k, k.toUpperCase()); // 5 = 8 - 1 - 2 insertions after the hit
+    assert.equal(cache.get('h'), 'H');
+    assert.equal(cache.get('a'), 'A');
+    assert.equal(cache.get('b'), undefined);
+    assert.equal(cache.get('g'), undefined);
+    assert.equal(cache.stats().entries, 8);
+  });
+
   it('does not serve an entry past its deadline (the Redis TTL), nor fill one already past it', () => {
     put('a', 'A', 1_500);
     assert.equal(cache.get('a'), 'A');

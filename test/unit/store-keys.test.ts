@@ -45,5 +45,9 @@ describe('store keys', () => {
     assert.equal(decodeURIComponent(escapeUserId('😀 ünï')), '😀 ünï');
     assert.match(escapeUserId('x'.repeat(256)), /^#[0-9a-f]{64}$/);
     assert.equal(escapeUserId('#'), '%23');
+    // The no-escaping fast path and the walk agree at the length limit.
+    assert.equal(escapeUserId('a'.repeat(128)), 'a'.repeat(128));
+    assert.match(escapeUserId('a'.repeat(129)), /^#[0-9a-f]{64}$/);
+    assert.equal(escapeUserId('user-00007@example.com'), 'user-00007@example.com');
   });
 });
