@@ -30,7 +30,7 @@ import { waitServing } from './lib/broker.js';
 import { freePort } from './lib/net.js';
 import { startRedis } from './lib/redis.js';
 import { buildBench, deploymentNodeOptions } from './lib/build.js';
-import { cpuSeconds, helperPort, ROOT, spawnNode, type Child } from './lib/processes.js';
+import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { h2load } from './load.js';
 import { summariseProfile, type ProfileWindow } from './profile.js';
 
@@ -47,7 +47,9 @@ const rounds = option('rounds', 3);
 const profiled = process.argv.find((a) => a === '--cpu-prof' || a.startsWith('--cpu-prof='));
 const cpuProf = profiled !== undefined;
 const withBroker = process.argv.includes('--broker');
-const profileTarget = profiled === '--cpu-prof=broker' ? 'broker' : 'server layer';
+const profileTarget = profiled?.startsWith('--cpu-prof=')
+  ? profiled.slice('--cpu-prof='.length)
+  : 'server layer';
 if (profileTarget === 'broker' && !withBroker) throw new Error('--cpu-prof=broker needs --broker');
 const profArgs = (name: string) =>
   cpuProf && profileTarget === name ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
@@ -64,17 +66,23 @@ const request = GetValidSubjectTokenRequest.encode({
 }).finish();
 
 const build = buildBench(join(work, 'build'));
-/** The same runtime flags as production (and as bench/run.ts). */
-const runtime = { NODE_OPTIONS: deploymentNodeOptions() };
+/** The same runtime flags as production (and as bench/run.ts), or `--node-options='…'`. */
+const nodeOptions =
+  process.argv.find((a) => a.startsWith('--node-options='))?.slice('--node-options='.length) ??
+  deploymentNodeOptions();
+const runtime = { NODE_OPTIONS: nodeOptions };
+console.log(`NODE_OPTIONS: ${nodeOptions}`);
 
 const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], runtime, {
   stdout: 'pipe',
+  nodeArgs: profArgs('echo'),
 });
 const layer = spawnNode(join(build, 'bench/server-layer.js'), [String(TOKEN_LENGTH)], runtime, {
   stdout: 'ignore',
   nodeArgs: profArgs('server layer'),
 });
 const cleanups: (() => Promise<void>)[] = [];
+const brokerKey = `bench1:${randomBytes(32).toString('base64')}`;
 const targets: { name: string; child: Child; address: string }[] = [
   { name: 'echo', child: echo, address: `127.0.0.1:${await helperPort(echo, 'stdout')}` },
   { name: 'server layer', child: layer, address: `127.0.0.1:${await helperPort(layer, 'stderr')}` },
@@ -85,12 +93,34 @@ if (before !== undefined) {
   });
   targets.push({ name: 'before', child: old, address: `127.0.0.1:${await helperPort(old, 'stderr')}` });
 }
-if (withBroker) targets.push(await startBroker());
+if (withBroker) {
+  const redisUrl = await startSeededRedis();
+  targets.push(await startBroker(build, 'broker', redisUrl));
+  if (before !== undefined) targets.push(await startBroker(before, 'broker before', redisUrl));
+}
 
-/** redis-server, one user's token seeded through the store, and `cli.js serve` as bench/run.ts runs it. */
-async function startBroker(): Promise<(typeof targets)[number]> {
-  const redis = await startRedis();
-  cleanups.push(() => redis.stop());
+/** `<build>/src/cli.js serve` as bench/run.ts runs it (production configuration). */
+async function startBroker(
+  buildDir: string,
+  name: string,
+  redisUrl: string,
+): Promise<(typeof targets)[number]> {
+  const address = `127.0.0.1:${await freePort()}`;
+  const env = { ...brokerEnv(redisUrl), CREDBROKER_LISTEN: address };
+  const child = spawnNode(
+    join(buildDir, 'src/cli.js'),
+    ['serve'],
+    { ...env, ...runtime },
+    {
+      stdout: 'ignore',
+      nodeArgs: profArgs(name),
+    },
+  );
+  await waitServing(address, child);
+  return { name, child, address };
+}
+
+function brokerEnv(redisUrl: string): Record<string, string> {
   const file = join(work, 'broker.yaml');
   writeFileSync(
     file,
@@ -98,7 +128,7 @@ async function startBroker(): Promise<(typeof targets)[number]> {
 log_level: info
 store:
   subject_tokens: true
-  redis_url: ${redis.url}
+  redis_url: ${redisUrl}
   active_key: bench1
 providers:
   - id: corp
@@ -110,14 +140,14 @@ providers:
     allow_insecure_http: true
 `,
   );
-  const address = `127.0.0.1:${await freePort()}`;
-  const env = {
-    CREDBROKER_CONFIG: file,
-    CREDBROKER_LISTEN: address,
-    CREDBROKER_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
-    CREDBROKER_KEYS: `bench1:${randomBytes(32).toString('base64')}`,
-  };
-  const config = loadConfig({ env });
+  return { CREDBROKER_CONFIG: file, CREDBROKER_METRICS_LISTEN: '127.0.0.1:0', CREDBROKER_KEYS: brokerKey };
+}
+
+/** redis-server with one user's token seeded through the store; returns its URL. */
+async function startSeededRedis(): Promise<string> {
+  const redis = await startRedis();
+  cleanups.push(() => redis.stop());
+  const config = loadConfig({ env: brokerEnv(redis.url) });
   const store = createStore(config.store, loadKeyRing(config.store), createLogger({ level: 'warn' }));
   for (const until = Date.now() + 10_000; ;) {
     try {
@@ -146,17 +176,7 @@ providers:
     24 * 3600_000,
   );
   await store.close();
-  const child = spawnNode(
-    join(build, 'src/cli.js'),
-    ['serve'],
-    { ...env, ...runtime },
-    {
-      stdout: 'ignore',
-      nodeArgs: profArgs('broker'),
-    },
-  );
-  await waitServing(address, child);
-  return { name: 'broker', child, address };
+  return redis.url;
 }
 
 async function cpuPerCall(target: (typeof targets)[number], n: number, label: string): Promise<number> {
@@ -193,6 +213,9 @@ try {
       `round ${round}: CPU µs/call  ${targets.map((t) => `${t.name} ${perCall[t.name]!.at(-1)!.toFixed(1)}`).join('  ')}`,
     );
   }
+  console.log(
+    `peak RSS (VmHWM) MiB: ${targets.map((t) => `${t.name} ${peakRssMiB(t.child.proc.pid!)}`).join('  ')}`,
+  );
 } finally {
   await Promise.all(targets.map((t) => t.child.stop()));
   for (const cleanup of cleanups) await cleanup();
@@ -207,6 +230,10 @@ console.log(
 if (before !== undefined) {
   const beforeUs = median(perCall.before!);
   console.log(`before: ${beforeUs.toFixed(1)} µs/call, over echo ${(beforeUs - echoUs).toFixed(1)}`);
+}
+if (withBroker && before !== undefined) {
+  const beforeUs = median(perCall['broker before']!);
+  console.log(`broker before: ${beforeUs.toFixed(1)} µs/call, over echo ${(beforeUs - echoUs).toFixed(1)}`);
 }
 if (withBroker) {
   const brokerUs = median(perCall.broker!);
