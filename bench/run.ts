@@ -559,7 +559,8 @@ async function run(bench: Bench): Promise<void> {
   const loggerCost = measureLoggerCost();
   log(
     `per-call logging (2 child loggers, call line, audit line), CPU µs: production logger ${loggerCost.productionLogger}, ` +
-      `no redaction ${loggerCost.withoutRedaction}, previous wildcard redaction ${loggerCost.previousWildcardRedaction}`,
+      `no redaction ${loggerCost.withoutRedaction}, previous wildcard redaction ${loggerCost.previousWildcardRedaction}; ` +
+      `the two lines as written now (LineWriter) ${loggerCost.twoLinesFixedWriter}, through pino's info() ${loggerCost.twoLinesPinoInfo}`,
   );
 
   const redis = await startRedis();
