@@ -40,7 +40,7 @@ export interface AppOptions {
 
 export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
   const keyRing = options.validated ? options.validated.keyRing : loadKeyRing(config.store);
-  // DESIGN §3: no key at all means storage disabled, loudly.
+  // docs/architecture.md §3: no key at all means storage disabled, loudly.
   const storageEnabled = config.store.subject_tokens && keyRing !== undefined;
   if (config.store.subject_tokens && keyRing === undefined) {
     logger.warn('store.subject_tokens is on but no encryption key is configured: token storage is DISABLED');

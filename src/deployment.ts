@@ -31,7 +31,7 @@ export interface Deployment {
   readonly warnings: readonly string[];
 }
 
-/** The warning when storage is asked for but cannot be encrypted (DESIGN §3: disabled, loudly). */
+/** The warning when storage is asked for but cannot be encrypted (docs/architecture.md §3: disabled, loudly). */
 export const STORAGE_DISABLED_WARNING =
   'store.subject_tokens is on but no encryption key is configured: token storage is DISABLED';
 

@@ -1,5 +1,5 @@
 /**
- * GetValidSubjectToken and RevokeSubjectToken (DESIGN §4): the token service. The hot path is one
+ * GetValidSubjectToken and RevokeSubjectToken (docs/architecture.md §4): the token service. The hot path is one
  * store read; anything that is not valid for the margin asked goes to the refresher
  * (./refresh.ts), which refreshes once per user across every replica.
  */
@@ -14,7 +14,7 @@ import { noopBrokerMetrics, type BrokerMetrics } from './metrics.js';
 import { createRefresher, type ServedToken } from './refresh.js';
 import { revokeSubjectToken } from './revoke.js';
 
-/** DESIGN §3: records whose refresh token has no known expiry are kept at most 30 days. */
+/** docs/architecture.md §3: records whose refresh token has no known expiry are kept at most 30 days. */
 export const DEFAULT_MAX_RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
 
 export interface TokenServiceOptions {
@@ -68,7 +68,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
   return {
     /**
      * A token valid for max(min_valid_for, provider skew), refreshed if needed.
-     * @throws BrokerError REAUTH_REQUIRED (every cause of DESIGN §2), IDP_UNAVAILABLE,
+     * @throws BrokerError REAUTH_REQUIRED (every cause of docs/architecture.md §2), IDP_UNAVAILABLE,
      *   STORE_UNAVAILABLE, REFRESH_IN_PROGRESS
      */
     async getValidSubjectToken(input, ctx) {

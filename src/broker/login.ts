@@ -1,5 +1,5 @@
 /**
- * StartLogin and CompleteLogin (DESIGN §2): the authorization-code flow with PKCE (RFC 7636,
+ * StartLogin and CompleteLogin (docs/architecture.md §2): the authorization-code flow with PKCE (RFC 7636,
  * S256) and an OIDC nonce, the login state kept in the shared store (single use, bound to the
  * provider and redirect_uri), the code exchange and ID-token verification by the IdP client,
  * and — when storage is on — capture of the user's tokens, best-effort.
@@ -117,7 +117,7 @@ export function createLoginFlow(options: LoginFlowOptions): LoginFlow {
   const metrics = options.metrics ?? noopBrokerMetrics;
 
   /**
-   * Persists the login's tokens under (provider, userId). Best-effort (DESIGN §2): a store
+   * Persists the login's tokens under (provider, userId). Best-effort (docs/architecture.md §2): a store
    * failure is logged and reported as FAILED, never thrown.
    */
   async function capture(

@@ -37,7 +37,7 @@ export function mergeRefreshed(previous: TokenRecord, tokens: TokenSet, now: num
 }
 
 /**
- * How long the store keeps a record (DESIGN §3): until its refresh token expires when the IdP
+ * How long the store keeps a record (docs/architecture.md §3): until its refresh token expires when the IdP
  * said when, else `maxRecordTtlMs`; a record without a refresh token only until its access token
  * expires. Always at least 1 ms: every Redis write has a TTL.
  */

@@ -1,5 +1,5 @@
 /**
- * Refresh under a per-user lock (DESIGN §4). Callers in one process share one flight per user;
+ * Refresh under a per-user lock (docs/architecture.md §4). Callers in one process share one flight per user;
  * flights on different processes meet at the store's lock (the loop is ./user-lock.ts, shared
  * with downstream token exchange): the holder refreshes at the IdP with
  * its lease renewed while the call is in flight, writes the result fenced on its lock and the

@@ -1,5 +1,5 @@
 /**
- * The record a login writes (DESIGN §3), from the IdP's token response. Kept apart from the flow
+ * The record a login writes (docs/architecture.md §3), from the IdP's token response. Kept apart from the flow
  * so the rules are plain functions with their own tests. Its lifetime is `recordTtlMs`
  * (./merge.ts), the same rule as for a refreshed record.
  */

@@ -1,5 +1,5 @@
 /**
- * The per-user lock discipline (DESIGN §4), shared by refresh (./refresh.ts) and downstream token
+ * The per-user lock discipline (docs/architecture.md §4), shared by refresh (./refresh.ts) and downstream token
  * exchange (./downstream.ts): take the store's lock for the record (SET NX PX, across replicas),
  * or wait for its holder's release notification — bounded by a poll interval, so a holder that
  * died is noticed within a lease — and re-read; under the lock, renew the lease every third of

@@ -1,5 +1,5 @@
 /**
- * The configuration shape of DESIGN §6a, validated with zod. Every default is a named constant
+ * The configuration shape of docs/architecture.md §6a, validated with zod. Every default is a named constant
  * with the reason for its value; docs/configuration.md documents each setting.
  */
 import { isIP } from 'node:net';
@@ -22,9 +22,9 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_REFRESH_SKEW = '60s';
 /** Lease of the per-user refresh lock; renewed while the IdP call is in flight. */
 export const DEFAULT_LOCK_LEASE = '5s';
-/** Records without a refresh-token expiry are kept at most this long (DESIGN §3). */
+/** Records without a refresh-token expiry are kept at most this long (docs/architecture.md §3). */
 export const DEFAULT_MAX_RECORD_TTL = '30d';
-/** How long StartLogin state stays valid (DESIGN §2). */
+/** How long StartLogin state stays valid (docs/architecture.md §2). */
 export const DEFAULT_LOGIN_STATE_TTL = '10m';
 /** A Redis command that takes longer fails with STORE_UNAVAILABLE instead of queueing forever. */
 export const DEFAULT_STORE_COMMAND_TIMEOUT = '1s';

@@ -90,7 +90,7 @@ const reauthMessages: Record<ReauthCause, string> = {
   UNDECRYPTABLE: 're-authentication required: the stored token cannot be decrypted',
 };
 
-/** FAILED_PRECONDITION / REAUTH_REQUIRED with its cause (DESIGN §2). */
+/** FAILED_PRECONDITION / REAUTH_REQUIRED with its cause (docs/architecture.md §2). */
 export function reauthRequired(cause: ReauthCause, subject: SubjectRef, internal?: unknown): BrokerError {
   return new BrokerError(ErrorReason.REAUTH_REQUIRED, reauthMessages[cause], {
     metadata: { cause, provider: subject.provider, userId: subject.userId },

@@ -142,7 +142,7 @@ async function build(ctx: OidcContext): Promise<Configuration> {
   }
   checkEndpoints(ctx, config);
   // OIDC Core §3.1.3.7 allows trusting TLS for an ID token from the token endpoint; we verify
-  // its signature against the provider's JWKS anyway (DESIGN §5).
+  // its signature against the provider's JWKS anyway (docs/architecture.md §5).
   if (plan.oidc) enableNonRepudiationChecks(config);
   return config;
 }

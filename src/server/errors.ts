@@ -1,7 +1,7 @@
 /**
  * The one place where errors become gRPC statuses (AIP-193). Every status carries a
  * google.rpc.Status in `grpc-status-details-bin` with exactly one ErrorInfo (domain
- * `credbroker.v1`), plus RetryInfo or BadRequest where DESIGN §2 says so. Anything that is not a
+ * `credbroker.v1`), plus RetryInfo or BadRequest where docs/architecture.md §2 says so. Anything that is not a
  * BrokerError becomes INTERNAL "internal error": its message is logged by the caller of
  * `toServiceError`, never sent, because grpc-js would put `error.message` on the wire.
  */

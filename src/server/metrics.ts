@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics (DESIGN §6), on their own Registry (never prom-client's global one, so two
+ * Prometheus metrics (docs/architecture.md §6), on their own Registry (never prom-client's global one, so two
  * brokers in one test process do not collide) and served as text on a separate plain HTTP port
  * (`metrics_listen`). Call-level series come from the call wrapper's CallObserver; domain series
  * come from the BrokerMetrics hooks the broker calls. Every label value comes from a closed set

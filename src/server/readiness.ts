@@ -1,5 +1,5 @@
 /**
- * Readiness that tells the truth (DESIGN §6): the store is probed every `intervalMs`; while it is
+ * Readiness that tells the truth (docs/architecture.md §6): the store is probed every `intervalMs`; while it is
  * unreachable the API service `credbroker.v1.CredentialBroker` reports NOT_SERVING, so Kubernetes
  * takes the pod out of its Service endpoints, and it flips back to SERVING on the first probe
  * that succeeds. The overall service "" (liveness) is never touched here: a Redis outage must not

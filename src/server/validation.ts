@@ -22,7 +22,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 
 /** user_id bounds (issue 2): 1–256 bytes of UTF-8. */
 export const MAX_USER_ID_BYTES = 256;
-/** GetValidSubjectToken's default margin when min_valid_for is unset (DESIGN §2). */
+/** GetValidSubjectToken's default margin when min_valid_for is unset (docs/architecture.md §2). */
 export const DEFAULT_MIN_VALID_FOR_MS = 60_000;
 /** A caller cannot ask for more than an hour of validity: most IdPs issue no longer tokens. */
 export const MAX_MIN_VALID_FOR_MS = 3_600_000;

@@ -1,5 +1,5 @@
 /**
- * The AES-256-GCM envelope every stored secret travels in (DESIGN §3):
+ * The AES-256-GCM envelope every stored secret travels in (docs/architecture.md §3):
  *
  *   version (1 byte) | keyIdLen (1) | keyId | nonce (12, random per seal) | ciphertext | tag (16)
  *

@@ -1,5 +1,5 @@
 /**
- * Store key names (DESIGN §3). Every key comes from these helpers, never built inline.
+ * Store key names (docs/architecture.md §3). Every key comes from these helpers, never built inline.
  *
  *   credbroker:v1:{<provider>/<user>}:token   the sealed record (hash {g, v, p, u, e}: generation,
  *                                             envelope, provider and user id for rotate-keys,

@@ -291,7 +291,7 @@ function open(
 ): TokenRecord {
   const { record, keyId } = openRecord(r, ref, sealed, generation);
   if (keyId !== r.active.id) {
-    // DESIGN §3: a record read under an old key is re-sealed under the active one, in place
+    // docs/architecture.md §3: a record read under an old key is re-sealed under the active one, in place
     // (same generation and TTL; a write in between wins). In the background and best-effort:
     // the read has succeeded and does not wait for it.
     const resealed = sealRecord(r.active, ref, record);

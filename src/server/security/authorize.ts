@@ -1,5 +1,5 @@
 /**
- * The caller policy (DESIGN §1, §6a `callers`): who is calling — a verified client certificate
+ * The caller policy (docs/architecture.md §1, §6a `callers`): who is calling — a verified client certificate
  * matched by `tls_subject` / `tls_san`, or an API key matched by its SHA-256 — and whether that
  * caller may call this RPC for this provider. Runs in the call wrapper (src/server/call.ts)
  * before any handler.
