@@ -1,5 +1,5 @@
 /**
- * The refresh storm (DESIGN §4's required outcome): many concurrent GetValidSubjectToken calls
+ * The refresh storm (docs/architecture.md §4's required outcome): many concurrent GetValidSubjectToken calls
  * for users whose token needs a refresh, spread over four real `credbroker serve` processes that
  * share one redis-server and one oidc-provider, cause exactly one refresh per user at the
  * provider — also when the provider takes three lock leases to answer — and every caller of a

@@ -1,5 +1,5 @@
 /**
- * The one TokenStore contract suite (DESIGN §3, issue 3 "Done when"), run against the memory
+ * The one TokenStore contract suite (docs/architecture.md §3, issue 3 "Done when"), run against the memory
  * store (test/unit/store-memory.test.ts), a real redis-server and a real three-node Redis
  * Cluster (test/integration/store-redis.test.ts). Backend-specific checks (raw key access, PTTL)
  * run only where the harness provides `raw`. Time goes through `ContractTime`: the memory store

@@ -316,8 +316,10 @@ export interface GetValidSubjectTokenRequest {
   /** Configured provider id. May be empty when exactly one provider is configured. */
   provider: string;
   /**
-   * The minimum remaining lifetime the caller needs (0–1 h). Unset: 60 s. The broker never
-   * returns less than max(min_valid_for, the provider's refresh skew).
+   * The minimum remaining lifetime the caller needs (0–1 h). Unset: 60 s. The broker refreshes
+   * (or re-exchanges) a token with less than max(min_valid_for, the provider's refresh skew) left;
+   * it may still return less when the IdP issues a shorter-lived token or, with degraded = true,
+   * when the refresh failed transiently. Never an expired token.
    */
   minValidFor: Duration | undefined;
 }
@@ -374,8 +376,10 @@ export interface GetDownstreamTokenRequest {
   /** Id of a downstream configured under the provider (providers[].downstreams[].id). */
   downstream: string;
   /**
-   * The minimum remaining lifetime the caller needs (0–1 h). Unset: 60 s. The broker never
-   * returns less than max(min_valid_for, the provider's refresh skew).
+   * The minimum remaining lifetime the caller needs (0–1 h). Unset: 60 s. The broker refreshes
+   * (or re-exchanges) a token with less than max(min_valid_for, the provider's refresh skew) left;
+   * it may still return less when the IdP issues a shorter-lived token or, with degraded = true,
+   * when the refresh failed transiently. Never an expired token.
    */
   minValidFor: Duration | undefined;
 }
@@ -1988,8 +1992,10 @@ export const CredentialBrokerService = {
     responseDeserialize: (value: Buffer): CompleteLoginResponse => CompleteLoginResponse.decode(value),
   },
   /**
-   * GetValidSubjectToken returns the user's access token, valid for at least
-   * max(min_valid_for, provider skew), refreshing it first when needed. Never a stale token.
+   * GetValidSubjectToken returns the user's access token, refreshed first when it has less than
+   * max(min_valid_for, provider skew) left. Never an expired token. It can have less than the
+   * margin left when the refresh failed transiently (degraded = true) or when the token was just
+   * issued (by the IdP, a peer replica or a new login) with a shorter lifetime: compare expires_at.
    */
   getValidSubjectToken: {
     path: '/credbroker.v1.CredentialBroker/GetValidSubjectToken' as const,
@@ -2025,7 +2031,7 @@ export const CredentialBrokerService = {
    * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
    * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
    * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
-   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * refresh skew), then re-exchanged once per user and downstream across replicas. The subject
    * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
    * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
    */
@@ -2057,8 +2063,10 @@ export interface CredentialBrokerServer extends UntypedServiceImplementation {
    */
   completeLogin: handleUnaryCall<CompleteLoginRequest, CompleteLoginResponse>;
   /**
-   * GetValidSubjectToken returns the user's access token, valid for at least
-   * max(min_valid_for, provider skew), refreshing it first when needed. Never a stale token.
+   * GetValidSubjectToken returns the user's access token, refreshed first when it has less than
+   * max(min_valid_for, provider skew) left. Never an expired token. It can have less than the
+   * margin left when the refresh failed transiently (degraded = true) or when the token was just
+   * issued (by the IdP, a peer replica or a new login) with a shorter lifetime: compare expires_at.
    */
   getValidSubjectToken: handleUnaryCall<GetValidSubjectTokenRequest, GetValidSubjectTokenResponse>;
   /**
@@ -2071,7 +2079,7 @@ export interface CredentialBrokerServer extends UntypedServiceImplementation {
    * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
    * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
    * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
-   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * refresh skew), then re-exchanged once per user and downstream across replicas. The subject
    * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
    * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
    */
@@ -2120,8 +2128,10 @@ export interface CredentialBrokerClient extends Client {
     callback: (error: ServiceError | null, response: CompleteLoginResponse) => void,
   ): ClientUnaryCall;
   /**
-   * GetValidSubjectToken returns the user's access token, valid for at least
-   * max(min_valid_for, provider skew), refreshing it first when needed. Never a stale token.
+   * GetValidSubjectToken returns the user's access token, refreshed first when it has less than
+   * max(min_valid_for, provider skew) left. Never an expired token. It can have less than the
+   * margin left when the refresh failed transiently (degraded = true) or when the token was just
+   * issued (by the IdP, a peer replica or a new login) with a shorter lifetime: compare expires_at.
    */
   getValidSubjectToken(
     request: GetValidSubjectTokenRequest,
@@ -2162,7 +2172,7 @@ export interface CredentialBrokerClient extends Client {
    * (another audience or resource, narrower scopes), obtained by exchanging the user's subject
    * token at the IdP: OAuth 2.0 Token Exchange (RFC 8693) or Microsoft Entra on-behalf-of. The
    * result is kept encrypted and reused while it stays valid for max(min_valid_for, the provider's
-   * refresh skew); it is re-exchanged once per user and downstream across replicas. The subject
+   * refresh skew), then re-exchanged once per user and downstream across replicas. The subject
    * token itself is never returned. Errors: the REAUTH_REQUIRED causes of GetValidSubjectToken
    * when the subject token is unusable; EXCHANGE_REJECTED when the IdP refuses the exchange.
    */
