@@ -44,6 +44,25 @@ export interface CallWrapperOptions {
   readonly logger: Logger;
   readonly observers?: readonly CallObserver[];
   readonly authorize?: Authorizer | undefined;
+  /** Where calls register while they run, so the server can end them (shutdown). */
+  readonly inFlight?: InFlightCalls | undefined;
+}
+
+/**
+ * The calls being answered right now. server.ts ends those still running when `shutdown_grace`
+ * expires: each is answered with the given error at once (exactly once — the handler's own
+ * result, whenever it comes, is dropped) and its abort signal fires with that error.
+ */
+export class InFlightCalls {
+  /** @internal Maintained by the call wrapper. */
+  readonly calls = new Set<{ end(err: BrokerError): void }>();
+
+  /** Ends every call still in flight with `err`; returns how many there were. */
+  endAll(err: BrokerError): number {
+    const running = [...this.calls];
+    for (const call of running) call.end(err);
+    return running.length;
+  }
 }
 
 /** What a handler body sees: the validated subject of the call, for logging and authorization. */
@@ -103,6 +122,7 @@ interface Handler<Req, Res, Input extends Subject> {
   readonly callLine: LineWriter | undefined;
   readonly observers: readonly CallObserver[];
   readonly authorize: Authorizer | undefined;
+  readonly inFlight: InFlightCalls | undefined;
   readonly validate: (request: Req) => Input;
   readonly run: (input: Input, ctx: CallContext) => Promise<Res>;
 }
@@ -123,6 +143,8 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
   private controller: AbortController | undefined = undefined;
   private timer: NodeJS.Timeout | undefined = undefined;
   private childLogger: Logger | undefined = undefined;
+  /** Set once an error status is sent (the call's own failure, or end()): never twice. */
+  private answered = false;
 
   constructor(
     private readonly handler: Handler<Req, Res, Input>,
@@ -137,7 +159,8 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     if (this.controller) return this.controller.signal;
     const created = new AbortController();
     this.controller = created;
-    if (this.call.cancelled) created.abort(new Error('cancelled by the caller'));
+    if (this.answered) created.abort(new Error('ended by the server'));
+    else if (this.call.cancelled) created.abort(new Error('cancelled by the caller'));
     else this.call.once('cancelled', () => created.abort(new Error('cancelled by the caller')));
     if (Number.isFinite(this.deadline)) {
       this.timer = setTimeout(
@@ -161,8 +184,16 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     ).caller;
   }
 
+  /** Answers the call with `err` now, unless it has been answered; aborts its signal. */
+  end(err: BrokerError): void {
+    if (this.answered) return;
+    this.fail(err);
+    this.controller?.abort(err);
+  }
+
   async execute(): Promise<void> {
     const { handler, requestId } = this;
+    handler.inFlight?.calls.add(this);
     try {
       let input: Input;
       try {
@@ -176,16 +207,24 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       this.subject = input;
       this.caller = this.authorize(input.provider);
       const response = await handler.run(input, this);
+      if (this.answered) return; // ended by the server meanwhile: its status is sent
       this.finish(status.OK, undefined, undefined);
       this.call.sendMetadata(responseMetadata(requestId));
       this.callback(null, response);
     } catch (err) {
-      const serviceError = toServiceError(err);
-      serviceError.metadata?.set('x-request-id', requestId);
-      const brokerError = err instanceof BrokerError ? err : undefined;
-      this.finish(serviceError.code ?? status.UNKNOWN, brokerError, brokerError ? undefined : err);
-      this.callback(serviceError);
+      if (!this.answered) this.fail(err);
+    } finally {
+      handler.inFlight?.calls.delete(this);
     }
+  }
+
+  private fail(err: unknown): void {
+    this.answered = true;
+    const serviceError = toServiceError(err);
+    serviceError.metadata?.set('x-request-id', this.requestId);
+    const brokerError = err instanceof BrokerError ? err : undefined;
+    this.finish(serviceError.code ?? status.UNKNOWN, brokerError, brokerError ? undefined : err);
+    this.callback(serviceError);
   }
 
   private finish(code: status, err: BrokerError | undefined, internalErr: unknown): void {
@@ -264,6 +303,7 @@ export function unary<Req, Res, Input extends Subject>(
     callLine: LineWriter.for(logger, 'call', CALL_LINE_KEYS),
     observers: options.observers ?? NO_OBSERVERS,
     authorize: options.authorize,
+    inFlight: options.inFlight,
     validate,
     run,
   };

@@ -1,9 +1,9 @@
 /**
  * The broker's gRPC server: the CredentialBroker API, grpc.health.v1 and (optionally) reflection
  * on the API port, plus a plaintext port that serves nothing but grpc.health.v1 for the kubelet's
- * gRPC probe (which cannot speak TLS). Owns the shutdown sequence: NOT_SERVING (new calls are
- * answered SHUTTING_DOWN), stop accepting, drain in-flight calls up to the grace period, force,
- * then close resources.
+ * gRPC probe (which cannot speak TLS). Owns the shutdown sequence: NOT_SERVING (calls are still
+ * served), stop accepting, drain in-flight calls up to the grace period, answer those left
+ * SHUTTING_DOWN, force, then close resources.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Server, ServerCredentials, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
@@ -13,7 +13,7 @@ import type { Config } from '../config/load.js';
 import { CredentialBrokerService } from '../gen/credbroker/v1/broker.js';
 import type { Logger } from '../logger.js';
 import { BrokerError, ErrorReason } from '../core/errors.js';
-import { UNDECODABLE, type Authorizer, type CallObserver } from './call.js';
+import { InFlightCalls, UNDECODABLE, type Authorizer, type CallObserver } from './call.js';
 import { createHealth, type Health } from './health.js';
 import { createReflection } from './reflection.js';
 import { auditObserver, createAuditLog } from './security/audit.js';
@@ -75,28 +75,17 @@ function tolerantDecoding<T extends ServiceDefinition>(definition: T): T {
 }
 
 /**
- * After SIGTERM the API port stays open for `shutdown_delay` so endpoint controllers and load
- * balancers can withdraw this replica; a call that still arrives in that window is answered
- * UNAVAILABLE with ErrorInfo SHUTTING_DOWN and RetryInfo (the default back-off of ./errors.ts)
- * before it is authenticated or validated, so the client retries — on another replica once its
- * channel has moved — instead of starting work here that the drain could cut short. Calls
- * already in flight are not affected. Once the drain begins, grpc-js refuses new calls itself
- * (HTTP/2 GOAWAY), which clients also see as UNAVAILABLE.
- *
- * It wraps the authorizer because that is the first thing the call wrapper (./call.ts) runs for
- * every call, valid or not, and its error is answered, logged, counted and audited like any other.
+ * What a call still in flight when `shutdown_grace` expires is answered (UNAVAILABLE, ErrorInfo
+ * SHUTTING_DOWN, RetryInfo from ./errors.ts) instead of the bare CANCELLED of forceShutdown,
+ * which most clients do not retry: this tells them to retry on another replica.
  */
-function refusedWhileShuttingDown(health: Health, authorize: Authorizer): Authorizer {
-  return (rpc, call, provider) => {
-    if (health.shuttingDown) throw shuttingDown;
-    return authorize(rpc, call, provider);
-  };
-}
-
 const shuttingDown = new BrokerError(
   ErrorReason.SHUTTING_DOWN,
   'the broker is shutting down: retry the call (another replica will answer it)',
 );
+
+/** After the grace period: how long the SHUTTING_DOWN answers get to be written before forcing. */
+const FLUSH_MS = 1000;
 
 export class BrokerServer {
   readonly health: Health;
@@ -106,6 +95,7 @@ export class BrokerServer {
   private readonly options: BrokerServerOptions;
   private closing: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
+  private readonly inFlight = new InFlightCalls();
 
   constructor(options: BrokerServerOptions) {
     this.options = options;
@@ -134,15 +124,14 @@ export class BrokerServer {
         },
         logger,
         observers: [...(options.observers ?? []), auditObserver(options.audit ?? createAuditLog(logger))],
-        authorize: refusedWhileShuttingDown(
-          this.health,
+        authorize:
           options.authorize ??
-            createAuthorizer({
-              callers: config.callers,
-              insecure: config.insecure,
-              tls: config.tls !== undefined,
-            }),
-        ),
+          createAuthorizer({
+            callers: config.callers,
+            insecure: config.insecure,
+            tls: config.tls !== undefined,
+          }),
+        inFlight: this.inFlight,
       }),
     );
     this.health.implementation.addToServer(this.api);
@@ -173,10 +162,11 @@ export class BrokerServer {
   }
 
   /**
-   * Graceful shutdown; idempotent. Health goes NOT_SERVING at once and calls that arrive from
-   * then on are answered UNAVAILABLE / SHUTTING_DOWN with RetryInfo; after `shutdown_delay` the
-   * server stops accepting calls and in-flight calls may finish until `shutdown_grace`, after
-   * which they are cancelled. Resources are closed last.
+   * Graceful shutdown; idempotent. Health goes NOT_SERVING at once, but calls are served as
+   * usual during `shutdown_delay` (endpoint removal reaches kube-proxy, ingresses and client-side
+   * resolvers late, so calls keep arriving); then the server stops accepting calls and in-flight
+   * calls may finish until `shutdown_grace`, after which those left are answered UNAVAILABLE /
+   * SHUTTING_DOWN with RetryInfo and the connections are closed. Resources are closed last.
    */
   shutdown(): Promise<void> {
     this.closing ??= this.runShutdown();
@@ -191,8 +181,12 @@ export class BrokerServer {
     const drained = new Promise<boolean>((resolve) => this.api.tryShutdown(() => resolve(true)));
     const grace = sleep(config.shutdown_grace, false, { ref: false });
     if (!(await Promise.race([drained, grace]))) {
-      logger.warn('grace period over: cancelling the calls still in flight');
-      this.api.forceShutdown();
+      const ended = this.inFlight.endAll(shuttingDown);
+      logger.warn({ calls: ended }, 'grace period over: answering the calls still in flight SHUTTING_DOWN');
+      // Let those answers reach the wire (the drain ends once their streams close; a health
+      // Watch stream may keep a connection open), then cut what is left.
+      const flushed = sleep(FLUSH_MS, false, { ref: false });
+      if (!(await Promise.race([drained, flushed]))) this.api.forceShutdown();
     }
     this.healthServer?.forceShutdown();
     for (const resource of this.options.resources ?? []) {

@@ -395,6 +395,8 @@ describe('BrokerServer', () => {
       provider: '',
       minValidFor: undefined,
     });
+    // It is answered (SHUTTING_DOWN) while shutdown() still runs: handled, asserted below.
+    inFlight.catch(() => undefined);
     await waitUntil(() => entered, { what: 'the call to reach the service' });
     const began = Date.now();
     await server.shutdown();
