@@ -1,28 +1,6 @@
 import assert from 'node:assert/strict';
-import { ConfigError, loadConfig, maskConfig } from '../../src/config/load.js';
-
-function load(yaml: string, env: Record<string, string> = {}, files: Record<string, string> = {}) {
-  return loadConfig({
-    env,
-    file: 'c.yaml',
-    readFile: (path) => {
-      if (path === 'c.yaml') return yaml;
-      const text = files[path];
-      if (text === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
-      return text;
-    },
-  });
-}
-
-function problemsOf(fn: () => unknown): readonly string[] {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail('expected a ConfigError');
-}
+import { maskConfig } from '../../src/config/load.js';
+import { loadYaml as load, problemsOf } from '../helpers/config.js';
 
 const provider = `
 providers:

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { Metadata, type ServerUnaryCall } from '@grpc/grpc-js';
-import { ConfigError, loadConfig, maskConfig } from '../../src/config/load.js';
+import { maskConfig } from '../../src/config/load.js';
 import { BrokerError } from '../../src/core/errors.js';
 import { exchangeParameters, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT } from '../../src/idp/token-exchange.js';
 import { hashApiKey } from '../../src/server/security/api-keys.js';
@@ -14,29 +14,7 @@ import { validateGetDownstreamToken } from '../../src/server/validation.js';
 import { createMetrics, METRIC_NAMES } from '../../src/server/metrics.js';
 import { createIdpRegistry, IdpConfigError } from '../../src/idp/registry.js';
 import { createLogger } from '../../src/logger.js';
-
-function load(yaml: string, files: Record<string, string> = {}) {
-  return loadConfig({
-    env: {},
-    file: 'c.yaml',
-    readFile: (path) => {
-      if (path === 'c.yaml') return yaml;
-      const text = files[path];
-      if (text === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
-      return text;
-    },
-  });
-}
-
-function problemsOf(fn: () => unknown): readonly string[] {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail('expected a ConfigError');
-}
+import { loadYaml as load, problemsOf } from '../helpers/config.js';
 
 const provider = (downstreams: string) => `
 providers:
@@ -64,7 +42,7 @@ const DOWNSTREAMS = `      - id: orders
 
 describe('Downstream configuration', () => {
   it('applies the defaults and reads a downstream client secret from its file', () => {
-    const config = load(provider(DOWNSTREAMS), { '/secrets/billing': 'billing-secret\n' });
+    const config = load(provider(DOWNSTREAMS), {}, { '/secrets/billing': 'billing-secret\n' });
     const [orders, graph, billing] = config.providers[0]!.downstreams;
     assert.equal(orders?.mode, 'token_exchange');
     assert.equal(orders?.requested_token_type, 'urn:ietf:params:oauth:token-type:access_token');
@@ -311,7 +289,7 @@ callers:
 });
 
 describe('Token-exchange request parameters', () => {
-  const config = load(provider(DOWNSTREAMS), { '/secrets/billing': 'b' });
+  const config = load(provider(DOWNSTREAMS), {}, { '/secrets/billing': 'b' });
   const [orders, graph, billing] = config.providers[0]!.downstreams;
 
   it('builds the RFC 8693 form: subject token, its type, requested type, audience and scope', () => {
