@@ -108,6 +108,7 @@ callers:
     allow: [GetDownstreamToken]
     downstreams: [orders, payroll]
 `,
+        {},
         { '/secrets/billing': 'b' },
       ),
     );
@@ -170,6 +171,7 @@ callers:
     api_key_sha256: ${hashApiKey(SUBJECT_KEY)}
     allow: [GetValidSubjectToken, GetDownstreamToken]
 `,
+    {},
     { '/secrets/billing': 'b' },
   );
   const authorize = createAuthorizer({ callers: config.callers, insecure: false, tls: true });
@@ -264,6 +266,7 @@ callers:
     providers: [corp]
     downstreams: [corp/orders, corp/payroll, other/orders, Corp/orders, corp/orders/x]
 `,
+        {},
         { '/secrets/billing': 'b' },
       ),
     );
