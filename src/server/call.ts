@@ -60,7 +60,13 @@ export class InFlightCalls {
   /** Ends every call still in flight with `err`; returns how many there were. */
   endAll(err: BrokerError): number {
     const running = [...this.calls];
-    for (const call of running) call.end(err);
+    for (const call of running) {
+      try {
+        call.end(err);
+      } catch {
+        // One call's logging failing must not leave the others unanswered or stop the shutdown.
+      }
+    }
     return running.length;
   }
 }
@@ -145,6 +151,8 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
   private childLogger: Logger | undefined = undefined;
   /** Set once an error status is sent (the call's own failure, or end()): never twice. */
   private answered = false;
+  /** The error `end` answered with (shutdown), for a signal asked for afterwards. */
+  private endedWith: BrokerError | undefined = undefined;
 
   constructor(
     private readonly handler: Handler<Req, Res, Input>,
@@ -159,8 +167,12 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     if (this.controller) return this.controller.signal;
     const created = new AbortController();
     this.controller = created;
-    if (this.answered) created.abort(new Error('ended by the server'));
-    else if (this.call.cancelled) created.abort(new Error('cancelled by the caller'));
+    if (this.answered) {
+      // Answered already (shutdown): no listener or deadline timer that nothing would clear.
+      created.abort(this.endedWith ?? new Error('ended by the server'));
+      return created.signal;
+    }
+    if (this.call.cancelled) created.abort(new Error('cancelled by the caller'));
     else this.call.once('cancelled', () => created.abort(new Error('cancelled by the caller')));
     if (Number.isFinite(this.deadline)) {
       this.timer = setTimeout(
@@ -187,6 +199,7 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
   /** Answers the call with `err` now, unless it has been answered; aborts its signal. */
   end(err: BrokerError): void {
     if (this.answered) return;
+    this.endedWith = err;
     this.fail(err);
     this.controller?.abort(err);
   }
@@ -207,12 +220,19 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       this.subject = input;
       this.caller = this.authorize(input.provider);
       const response = await handler.run(input, this);
-      if (this.answered) return; // ended by the server meanwhile: its status is sent
+      if (this.answered) {
+        // Ended by the server meanwhile (shutdown): the caller was told SHUTTING_DOWN and may
+        // retry, but the operation took effect; say so, or the log and audit would be wrong.
+        handler.logger.warn({ requestId }, 'call completed after it was answered SHUTTING_DOWN');
+        return;
+      }
+      this.answered = true;
       this.finish(status.OK, undefined, undefined);
       this.call.sendMetadata(responseMetadata(requestId));
       this.callback(null, response);
     } catch (err) {
       if (!this.answered) this.fail(err);
+      else handler.logger.error({ err, requestId }, 'answering the call failed');
     } finally {
       handler.inFlight?.calls.delete(this);
     }
@@ -307,7 +327,11 @@ export function unary<Req, Res, Input extends Subject>(
     validate,
     run,
   };
-  return (call, callback) => void new UnaryCall(handler, call, callback).execute();
+  return (call, callback) => {
+    new UnaryCall(handler, call, callback).execute().catch((err: unknown) => {
+      logger.error({ err }, 'call wrapper failed');
+    });
+  };
 }
 
 function responseMetadata(requestId: string): Metadata {
