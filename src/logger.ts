@@ -242,6 +242,8 @@ const {
   formattersSym,
   wildcardFirstSym,
 } = pino.symbols;
+/** Not in pino's typings; a child made with `{ msgPrefix }` holds it here. */
+const msgPrefixSym = (pino.symbols as unknown as Record<string, symbol | undefined>).msgPrefixSym;
 /** pino's level number of `info`. */
 const INFO = 30;
 
@@ -297,6 +299,7 @@ export class LineWriter {
       l[messageKeySym] === 'msg' &&
       !l[mixinSym] &&
       !l[nestedKeySym] &&
+      (msgPrefixSym === undefined || !l[msgPrefixSym]) &&
       !hooks?.logMethod &&
       !hooks?.streamWrite &&
       stream !== undefined &&

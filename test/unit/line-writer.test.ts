@@ -83,5 +83,8 @@ describe('LineWriter (fixed-shape log lines)', () => {
     assert.equal(LineWriter.for(pino({ mixin: () => ({}) }, sink), 'x', ['user']), undefined);
     assert.equal(LineWriter.for(pino({ formatters: { log: (o) => o } }, sink), 'x', ['user']), undefined);
     assert.equal(LineWriter.for(pino({}, pino.multistream([{ stream: sink }])), 'x', ['user']), undefined);
+    const prefixed = createLogger({ destination: sink }).child({}, { msgPrefix: '[p] ' });
+    assert.equal(LineWriter.for(prefixed, 'x', ['user']), undefined, 'a msgPrefix would be lost');
+    assert.notEqual(LineWriter.for(createLogger({ destination: sink }), 'x', ['user']), undefined);
   });
 });
