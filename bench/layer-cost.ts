@@ -22,13 +22,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '../src/config/load.js';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
-import { createLogger } from '../src/logger.js';
-import { createStore, loadKeyRing } from '../src/store/index.js';
 import { waitServing } from './lib/broker.js';
 import { freePort } from './lib/net.js';
 import { startRedis } from './lib/redis.js';
+import { openSeedStore, SEED_TTL_MS, seedRecord } from './lib/store.js';
 import { buildBench, deploymentNodeOptions } from './lib/build.js';
 import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { h2load } from './load.js';
@@ -147,33 +145,12 @@ providers:
 async function startSeededRedis(): Promise<string> {
   const redis = await startRedis();
   cleanups.push(() => redis.stop());
-  const config = loadConfig({ env: brokerEnv(redis.url) });
-  const store = createStore(config.store, loadKeyRing(config.store), createLogger({ level: 'warn' }));
-  for (const until = Date.now() + 10_000; ;) {
-    try {
-      await store.ping();
-      break;
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-  const now = Date.now();
+  const store = await openSeedStore(brokerEnv(redis.url));
+  const user = 'user-00007@example.com';
   await store.putToken(
-    { provider: 'corp', userId: 'user-00007@example.com' },
-    {
-      accessToken: 'at-'.padEnd(TOKEN_LENGTH, '.'),
-      refreshToken: 'rt-bench',
-      tokenType: 'Bearer',
-      expiresAt: now + 3600_000,
-      refreshExpiresAt: undefined,
-      scopes: ['openid', 'profile', 'email', 'offline_access'],
-      idToken: undefined,
-      obtainedVia: 'login',
-      updatedAt: now,
-      subject: 'user-00007@example.com',
-    },
-    24 * 3600_000,
+    { provider: 'corp', userId: user },
+    seedRecord(user, 'at-'.padEnd(TOKEN_LENGTH, '.'), 'rt-bench', Date.now()),
+    SEED_TTL_MS,
   );
   await store.close();
   return redis.url;

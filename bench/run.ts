@@ -27,22 +27,19 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { loadConfig } from '../src/config/load.js';
 import {
   CredentialBrokerClient,
   GetValidSubjectTokenRequest,
   GetValidSubjectTokenResponse,
 } from '../src/gen/credbroker/v1/broker.js';
-import { createLogger } from '../src/logger.js';
 import type { TokenStore } from '../src/core/token-store.js';
-import { createStore, loadKeyRing } from '../src/store/index.js';
 import { waitServing } from './lib/broker.js';
 import { buildBench, buildDist, deploymentNodeOptions } from './lib/build.js';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
 import { startRedis, type BenchRedis } from './lib/redis.js';
+import { openSeedStore, SEED_TTL_MS, seedRecord } from './lib/store.js';
 import { h2load, type LoadResult } from './load.js';
 import { measureLoggerCost } from './logger-cost.js';
 import { summariseProfile, type ProfileWindow } from './profile.js';
@@ -269,18 +266,9 @@ async function replicaAddresses(configFile: string, key: string): Promise<Replic
 
 /** The Redis store with the brokers' own configuration, for seeding. */
 async function openStore(bench: Bench, replica: Replica): Promise<TokenStore> {
-  const config = loadConfig({ env: replica.env });
-  const store = createStore(config.store, loadKeyRing(config.store), createLogger({ level: 'warn' }));
+  const store = await openSeedStore(replica.env);
   bench.cleanups.push(() => store.close());
-  for (const until = Date.now() + 10_000; ;) {
-    try {
-      await store.ping(); // connects in the background; nothing is queued offline
-      return store;
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await sleep(25);
-    }
-  }
+  return store;
 }
 
 async function seedUsers(store: TokenStore, idp: TokenEndpoint): Promise<number> {
@@ -291,19 +279,8 @@ async function seedUsers(store: TokenStore, idp: TokenEndpoint): Promise<number>
       Array.from({ length: Math.min(100, USERS - i) }, (_, j) =>
         store.putToken(
           { provider: PROVIDER, userId: userId(i + j) },
-          {
-            accessToken: seedToken(i + j),
-            refreshToken: idp.issueRefreshToken(userId(i + j)),
-            tokenType: 'Bearer',
-            expiresAt: now + 3600_000,
-            refreshExpiresAt: undefined,
-            scopes: ['openid', 'profile', 'email', 'offline_access'],
-            idToken: undefined,
-            obtainedVia: 'login',
-            updatedAt: now,
-            subject: userId(i + j),
-          },
-          24 * 3600_000,
+          seedRecord(userId(i + j), seedToken(i + j), idp.issueRefreshToken(userId(i + j)), now),
+          SEED_TTL_MS,
         ),
       ),
     );
