@@ -72,6 +72,13 @@ export interface GetTokenResult {
    * to it. Optional for callers that build results themselves.
    */
   readonly loginEpoch?: number;
+  /**
+   * The stored record this result was read from, unchanged (source STORED, not degraded): the
+   * same object for every result served from the same stored state, a new one whenever the
+   * record changes, since records are never mutated. The server keys what it derives from the
+   * result on it (the encoded response, src/server/service.ts). Internal, not on the wire.
+   */
+  readonly served?: object;
 }
 
 export interface RevokeInput {

@@ -52,7 +52,12 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     audit: options.audit ?? noAudit,
   });
 
-  function result(token: ServedToken, source: GetTokenResult['source'], degraded: boolean): GetTokenResult {
+  function result(
+    token: ServedToken,
+    source: GetTokenResult['source'],
+    degraded: boolean,
+    served?: object,
+  ): GetTokenResult {
     metrics.tokenServed(token.expiresAt - clock.now());
     return {
       accessToken: token.accessToken,
@@ -62,6 +67,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       source,
       degraded,
       loginEpoch: token.loginEpoch ?? 0,
+      served,
     };
   }
 
@@ -86,7 +92,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         throw err;
       }
       if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
-      if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false);
+      if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false, rec);
       const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);
       return result(refreshed.token, refreshed.source, refreshed.degraded);
     },

@@ -19,6 +19,7 @@ import { createReflection } from './reflection.js';
 import { auditObserver, createAuditLog } from './security/audit.js';
 import { createAuthorizer } from './security/authorize.js';
 import { createTlsCredentials } from './security/tls.js';
+import { passEncoded } from './encoded-response.js';
 import { createCredentialBrokerService } from './service.js';
 
 export interface BrokerServerOptions {
@@ -113,7 +114,7 @@ export class BrokerServer {
       options.credentials ??
       (config.tls ? createTlsCredentials(config.tls, logger) : ServerCredentials.createInsecure());
     this.api.addService(
-      tolerantDecoding(CredentialBrokerService),
+      passEncoded(tolerantDecoding(CredentialBrokerService)),
       createCredentialBrokerService({
         api: options.api,
         providers: {

@@ -7,12 +7,15 @@ import type { BrokerApi, IdpRevocationOutcome, StorageOutcome as DomainStorage }
 import { BrokerError, ErrorReason } from '../core/errors.js';
 import {
   DownstreamTokenSource,
+  GetValidSubjectTokenResponse,
   IdpRevocation,
   StorageOutcome,
   TokenSource,
   type CredentialBrokerServer,
 } from '../gen/credbroker/v1/broker.js';
+import type { GetTokenResult } from '../broker/api.js';
 import { unary, type CallWrapperOptions } from './call.js';
+import { EncodedResponses } from './encoded-response.js';
 import {
   validateCompleteLogin,
   validateGetDownstreamToken,
@@ -42,10 +45,30 @@ export interface ServiceOptions extends CallWrapperOptions {
   readonly providers: ProviderResolver;
 }
 
+function getTokenResponse(token: GetTokenResult): GetValidSubjectTokenResponse {
+  return {
+    accessToken: token.accessToken,
+    tokenType: token.tokenType,
+    expiresAt: token.expiresAt,
+    scopes: [...token.scopes],
+    source: token.source === 'STORED' ? TokenSource.TOKEN_SOURCE_STORED : TokenSource.TOKEN_SOURCE_REFRESHED,
+    issuedTokenType: ACCESS_TOKEN_TYPE_URI,
+    degraded: token.degraded,
+  };
+}
+
+/**
+ * The service's handlers. Its definition must be wrapped with `passEncoded`
+ * (./encoded-response.ts): GetValidSubjectToken may answer with an EncodedResponse.
+ */
 export function createCredentialBrokerService(
   options: ServiceOptions,
 ): CredentialBrokerServer & UntypedServiceImplementation {
   const { api, providers } = options;
+  // A stored token's response, encoded once per stored record (GetTokenResult.served).
+  const storedResponses = new EncodedResponses<GetValidSubjectTokenResponse>((message) =>
+    GetValidSubjectTokenResponse.encode(message).finish(),
+  );
   return {
     startLogin: unary(
       'StartLogin',
@@ -90,16 +113,12 @@ export function createCredentialBrokerService(
       (req) => validateGetToken(req, providers),
       async (input, ctx) => {
         const token = await api.getValidSubjectToken(input, ctx);
-        return {
-          accessToken: token.accessToken,
-          tokenType: token.tokenType,
-          expiresAt: token.expiresAt,
-          scopes: [...token.scopes],
-          source:
-            token.source === 'STORED' ? TokenSource.TOKEN_SOURCE_STORED : TokenSource.TOKEN_SOURCE_REFRESHED,
-          issuedTokenType: ACCESS_TOKEN_TYPE_URI,
-          degraded: token.degraded,
-        };
+        if (token.served === undefined || token.source !== 'STORED' || token.degraded)
+          return getTokenResponse(token);
+        // Same record, same bytes: the response holds nothing of the request.
+        return storedResponses.of(token.served, () =>
+          getTokenResponse(token),
+        ) as unknown as GetValidSubjectTokenResponse;
       },
     ),
     revokeSubjectToken: unary(
