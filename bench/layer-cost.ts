@@ -51,6 +51,9 @@ const profileTarget = profiled?.startsWith('--cpu-prof=')
 if (profileTarget === 'broker' && !withBroker) throw new Error('--cpu-prof=broker needs --broker');
 const profArgs = (name: string) =>
   cpuProf && profileTarget === name ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+/** `--trace-gc`: every target runs with node --trace-gc; GC pauses per call are printed by kind. */
+const traceGc = process.argv.includes('--trace-gc');
+const gcArgs = traceGc ? ['--trace-gc'] : [];
 const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
 const work = join(ROOT, '.tmp/layer-cost');
 rmSync(work, { recursive: true, force: true });
@@ -73,11 +76,11 @@ console.log(`NODE_OPTIONS: ${nodeOptions}`);
 
 const echo = spawnNode(join(build, 'bench/echo-server.js'), [String(TOKEN_LENGTH)], runtime, {
   stdout: 'pipe',
-  nodeArgs: profArgs('echo'),
+  nodeArgs: [...gcArgs, ...profArgs('echo')],
 });
 const layer = spawnNode(join(build, 'bench/server-layer.js'), [String(TOKEN_LENGTH)], runtime, {
-  stdout: 'ignore',
-  nodeArgs: profArgs('server layer'),
+  stdout: traceGc ? 'pipe' : 'ignore',
+  nodeArgs: [...gcArgs, ...profArgs('server layer')],
 });
 const cleanups: (() => Promise<void>)[] = [];
 const brokerKey = `bench1:${randomBytes(32).toString('base64')}`;
@@ -110,8 +113,8 @@ async function startBroker(
     ['serve'],
     { ...env, ...runtime },
     {
-      stdout: 'ignore',
-      nodeArgs: profArgs(name),
+      stdout: traceGc ? 'pipe' : 'ignore',
+      nodeArgs: [...gcArgs, ...profArgs(name)],
     },
   );
   await waitServing(address, child);
@@ -176,6 +179,25 @@ async function cpuPerCall(target: (typeof targets)[number], n: number, label: st
   return ((cpuSeconds(pid) - cpu0) * 1e6) / n;
 }
 
+/** `--trace-gc`: pause ms by GC kind, per target, during the measured rounds. */
+const gcPauses: Record<string, Record<string, number>> = {};
+let measuring: string | undefined;
+if (traceGc) {
+  const GC_LINE = /ms: ([A-Za-z-]+)[^,]*, ([\d.]+) \/ [\d.]+ ms/;
+  for (const t of targets) {
+    let partial = '';
+    gcPauses[t.name] = {};
+    t.child.proc.stdout?.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      if (measuring !== t.name) return;
+      for (const line of lines) {
+        const m = GC_LINE.exec(line);
+        if (m) gcPauses[t.name]![m[1]!] = (gcPauses[t.name]![m[1]!] ?? 0) + Number(m[2]);
+      }
+    });
+  }
+}
 const windows: ProfileWindow[] = [];
 const perCall: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
 try {
@@ -183,7 +205,9 @@ try {
   for (let round = 1; round <= rounds; round++) {
     for (const t of targets) {
       const startNs = process.hrtime.bigint();
+      measuring = t.name;
       perCall[t.name]!.push(await cpuPerCall(t, requests, `${t.name.replace(' ', '-')}-${round}`));
+      measuring = undefined;
       if (t.name === profileTarget) windows.push({ startNs, endNs: process.hrtime.bigint() });
     }
     console.log(
@@ -218,6 +242,14 @@ if (withBroker) {
     `broker: ${brokerUs.toFixed(1)} µs/call, over echo ${(brokerUs - echoUs).toFixed(1)}, over the server layer ${(brokerUs - layerUs).toFixed(1)}; ` +
       `broker ÷ echo by CPU ${(echoUs / brokerUs).toFixed(3)}`,
   );
+}
+if (traceGc) {
+  for (const [name, pauses] of Object.entries(gcPauses)) {
+    const kinds = Object.entries(pauses).map(
+      ([kind, ms]) => `${kind} ${((ms * 1000) / (requests * rounds)).toFixed(1)}`,
+    );
+    console.log(`GC pause µs/call, ${name}: ${kinds.join(', ') || 'none'}`);
+  }
 }
 if (cpuProf) {
   const profiledUs = median(perCall[profileTarget]!);

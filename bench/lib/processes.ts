@@ -64,12 +64,22 @@ export function spawnNode(
   };
 }
 
-/** The port in the first JSON line `{"port": N}` a helper server prints on `stream`. */
+/**
+ * The port in the JSON line `{"port": N}` a helper server prints on `stream` (other lines before
+ * it, such as `--trace-gc` output, are skipped).
+ */
 export function helperPort(child: Child, stream: 'stdout' | 'stderr'): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    child.proc[stream]!.once('data', (d: Buffer) =>
-      resolve((JSON.parse(d.toString().split('\n')[0]!) as { port: number }).port),
-    );
+    let seen = '';
+    const source = child.proc[stream]!;
+    const onData = (d: Buffer) => {
+      seen += d.toString();
+      const line = seen.split('\n').find((l) => l.startsWith('{"port":'));
+      if (line === undefined) return;
+      source.off('data', onData);
+      resolve((JSON.parse(line) as { port: number }).port);
+    };
+    source.on('data', onData);
     child.proc.once('exit', () => reject(new Error(`helper server exited: ${child.stderr()}`)));
   });
 }
