@@ -139,19 +139,26 @@ export function isoTime(): string {
   return lastTime;
 }
 
+/** A line waits at most this long in the stdout batch (ms)… */
+export const STDOUT_FLUSH_MS = 5;
+/** …or until the batch holds this many characters. */
+export const STDOUT_FLUSH_CHARS = 64 * 1024;
+
 /**
- * Standard output for every logger of the process: lines are collected during an event-loop turn
- * and written with one synchronous write at its end (setImmediate). A call writes two lines
- * (call, audit) and a busy broker finishes several calls per turn; pino's default destination
- * handed nearly every line to the libuv thread pool as its own fs.write, ~8–10 µs of CPU per call
- * (docs/PERFORMANCE.md). A line now waits at most for the rest of its turn, and is never left in
- * a thread-pool queue: pending lines are written on exit too. One destination for all loggers
- * also keeps their lines in order. Like any synchronous logger, a stalled reader of a full pipe
- * blocks the process rather than letting it buffer without bound.
+ * Standard output for every logger of the process: lines are collected and written with one
+ * synchronous write when the batch is STDOUT_FLUSH_MS old or STDOUT_FLUSH_CHARS long, whichever
+ * comes first, and on exit. A call writes two lines (call, audit); pino's default destination
+ * handed nearly every line to the libuv thread pool as its own fs.write (≈ 8–10 µs of CPU per
+ * call), and one write per event-loop turn still cost ≈ 2 µs per call at load
+ * (docs/PERFORMANCE.md). A line is never left in a thread-pool queue, and one destination for all
+ * loggers keeps their lines in order. What a SIGKILL or a crash of the runtime itself can lose is
+ * the last 5 ms of lines; an uncaught exception and process.exit still write them ('exit').
+ * Like any synchronous logger, a stalled reader of a full pipe blocks the process rather than
+ * letting it buffer without bound.
  */
-class TurnBatchedStdout implements DestinationStream {
+class BatchedStdout implements DestinationStream {
   private pending = '';
-  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined = undefined;
   private readonly target = pino.destination({ dest: 1, sync: true, minLength: 0 });
 
   constructor() {
@@ -160,15 +167,20 @@ class TurnBatchedStdout implements DestinationStream {
 
   write(line: string): void {
     this.pending += line;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.drain);
+    if (this.pending.length >= STDOUT_FLUSH_CHARS) this.drain();
+    else if (this.timer === undefined) {
+      this.timer = setTimeout(this.drain, STDOUT_FLUSH_MS);
+      // Pending lines never keep the process alive: exit writes them.
+      this.timer.unref();
     }
   }
 
   /** Hands the pending lines to the underlying stream. */
   readonly drain = (): void => {
-    this.scheduled = false;
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     const lines = this.pending;
     if (lines === '') return;
     this.pending = '';
@@ -186,9 +198,9 @@ class TurnBatchedStdout implements DestinationStream {
   }
 }
 
-let stdout: TurnBatchedStdout | undefined;
-function stdoutDestination(): TurnBatchedStdout {
-  return (stdout ??= new TurnBatchedStdout());
+let stdout: BatchedStdout | undefined;
+function stdoutDestination(): BatchedStdout {
+  return (stdout ??= new BatchedStdout());
 }
 
 /** formatters.log of every logger made here: the censor (LineWriter recognises it). */
