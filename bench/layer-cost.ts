@@ -45,6 +45,12 @@ const rounds = option('rounds', 3);
 const profiled = process.argv.find((a) => a === '--cpu-prof' || a.startsWith('--cpu-prof='));
 const cpuProf = profiled !== undefined;
 const withBroker = process.argv.includes('--broker');
+/** `--broker-env=NAME=VALUE,…`: also the broker with these environment settings (e.g. CREDBROKER_LOG_LEVEL=warn). */
+const variantEnv = process.argv
+  .find((a) => a.startsWith('--broker-env='))
+  ?.slice('--broker-env='.length)
+  .split(',')
+  .map((kv) => kv.split('=') as [string, string]);
 const profileTarget = profiled?.startsWith('--cpu-prof=')
   ? profiled.slice('--cpu-prof='.length)
   : 'server layer';
@@ -98,6 +104,8 @@ if (withBroker) {
   const redisUrl = await startSeededRedis();
   targets.push(await startBroker(build, 'broker', redisUrl));
   if (before !== undefined) targets.push(await startBroker(before, 'broker before', redisUrl));
+  if (variantEnv !== undefined)
+    targets.push(await startBroker(build, 'broker variant', redisUrl, Object.fromEntries(variantEnv)));
 }
 
 /** `<build>/src/cli.js serve` as bench/run.ts runs it (production configuration). */
@@ -105,9 +113,10 @@ async function startBroker(
   buildDir: string,
   name: string,
   redisUrl: string,
+  extraEnv: Record<string, string> = {},
 ): Promise<(typeof targets)[number]> {
   const address = `127.0.0.1:${await freePort()}`;
-  const env = { ...brokerEnv(redisUrl), CREDBROKER_LISTEN: address };
+  const env = { ...brokerEnv(redisUrl), CREDBROKER_LISTEN: address, ...extraEnv };
   const child = spawnNode(
     join(buildDir, 'src/cli.js'),
     ['serve'],
@@ -235,6 +244,12 @@ if (before !== undefined) {
 if (withBroker && before !== undefined) {
   const beforeUs = median(perCall['broker before']!);
   console.log(`broker before: ${beforeUs.toFixed(1)} µs/call, over echo ${(beforeUs - echoUs).toFixed(1)}`);
+}
+if (variantEnv !== undefined) {
+  const variantUs = median(perCall['broker variant']!);
+  console.log(
+    `broker with ${variantEnv.map((kv) => kv.join('=')).join(',')}: ${variantUs.toFixed(1)} µs/call, over echo ${(variantUs - echoUs).toFixed(1)}`,
+  );
 }
 if (withBroker) {
   const brokerUs = median(perCall.broker!);
