@@ -41,6 +41,8 @@ function option(name: string, fallback: number): number {
 }
 
 const requests = option('requests', 40_000);
+/** `--rps=N`: send at N requests per second in all (h2load --rps per connection) instead of as fast as answered. */
+const rps = option('rps', 0);
 const rounds = option('rounds', 3);
 const profiled = process.argv.find((a) => a === '--cpu-prof' || a.startsWith('--cpu-prof='));
 const cpuProf = profiled !== undefined;
@@ -182,6 +184,7 @@ async function cpuPerCall(target: (typeof targets)[number], n: number, label: st
     requests: n,
     workDir: work,
     label,
+    ...(rps > 0 ? { rpsPerConnection: rps / 4 } : {}),
   });
   if (r.failed > 0 || r.http200 !== n)
     throw new Error(`${label}: ${r.failed} failed, ${r.http200}/${n} HTTP 200`);

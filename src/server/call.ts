@@ -4,7 +4,7 @@
  * (./errors.ts) and logs exactly one line per call — method, code, duration, provider and a hash
  * of the user id; never a request or response body.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../broker/api.js';
 import { BrokerError, invalidRequest } from '../core/errors.js';
@@ -92,9 +92,29 @@ function decoded<Req>(rpc: string, request: Req): Req {
   throw invalidRequest([{ field: '', description: `not a valid credbroker.v1.${rpc}Request message` }]);
 }
 
+/**
+ * Generated request ids are RFC 9562 UUIDv8: 74 bits chosen at random once per process, then a
+ * 48-bit counter. As unique across replicas and restarts as a random UUID, for one increment
+ * instead of randomUUID's 20-piece string (≈ 0.6 KB of garbage per call, docs/PERFORMANCE.md).
+ * A request id correlates log lines; it is neither secret nor meant to be unguessable.
+ */
+const REQUEST_ID_PREFIX = ((): string => {
+  const random = randomBytes(10);
+  const hex = random.toString('hex');
+  const variant = (0x8 | (random[9]! & 0x3)).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(12, 15)}-${variant}${hex.slice(15, 18)}-`;
+})();
+let requestCounter = 0;
+
+/** A new request id (see REQUEST_ID_PREFIX). */
+export function generateRequestId(): string {
+  requestCounter++;
+  return REQUEST_ID_PREFIX + requestCounter.toString(16).padStart(12, '0');
+}
+
 function requestIdOf(metadata: Metadata): string {
   const given = metadata.get('x-request-id')[0];
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : generateRequestId();
 }
 
 function deadlineOf(call: ServerUnaryCall<unknown, unknown>): number {

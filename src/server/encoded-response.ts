@@ -24,11 +24,11 @@ export class EncodedResponses<T> {
 
   constructor(private readonly encode: (message: T) => Uint8Array) {}
 
-  /** The encoding of `message()`, computed on the first call for `key`. */
-  of(key: object, message: () => T): EncodedResponse {
+  /** The encoding of `message(from)`, computed on the first call for `key`. */
+  of<F>(key: object, from: F, message: (from: F) => T): EncodedResponse {
     let encoded = this.byKey.get(key);
     if (encoded === undefined) {
-      const bytes = this.encode(message());
+      const bytes = this.encode(message(from));
       encoded = new EncodedResponse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       this.byKey.set(key, encoded);
     }

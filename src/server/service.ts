@@ -116,8 +116,10 @@ export function createCredentialBrokerService(
         if (token.served === undefined || token.source !== 'STORED' || token.degraded)
           return getTokenResponse(token);
         // Same record, same bytes: the response holds nothing of the request.
-        return storedResponses.of(token.served, () =>
-          getTokenResponse(token),
+        return storedResponses.of(
+          token.served,
+          token,
+          getTokenResponse,
         ) as unknown as GetValidSubjectTokenResponse;
       },
     ),
