@@ -52,7 +52,7 @@ const variantEnv = process.argv
   .find((a) => a.startsWith('--broker-env='))
   ?.slice('--broker-env='.length)
   .split(',')
-  .map((kv) => kv.split('=') as [string, string]);
+  .map((kv): [string, string] => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]);
 const profileTarget = profiled?.startsWith('--cpu-prof=')
   ? profiled.slice('--cpu-prof='.length)
   : 'server layer';
@@ -118,11 +118,11 @@ async function startBroker(
   extraEnv: Record<string, string> = {},
 ): Promise<(typeof targets)[number]> {
   const address = `127.0.0.1:${await freePort()}`;
-  const env = { ...brokerEnv(redisUrl), CREDBROKER_LISTEN: address, ...extraEnv };
+  const env = { ...brokerEnv(redisUrl), CREDBROKER_LISTEN: address };
   const child = spawnNode(
     join(buildDir, 'src/cli.js'),
     ['serve'],
-    { ...env, ...runtime },
+    { ...env, ...runtime, ...extraEnv },
     {
       stdout: traceGc ? 'pipe' : 'ignore',
       nodeArgs: [...gcArgs, ...profArgs(name)],

@@ -144,26 +144,32 @@ export const STDOUT_FLUSH_MS = 5;
 /** …or until the batch holds this many characters. */
 export const STDOUT_FLUSH_CHARS = 64 * 1024;
 
+/** Where BatchedStdout hands its batches (pino's synchronous destination on fd 1). */
+export interface LineTarget {
+  write(lines: string): unknown;
+}
+
 /**
  * Standard output for every logger of the process: lines are collected and written with one
  * synchronous write when the batch is STDOUT_FLUSH_MS old or STDOUT_FLUSH_CHARS long, whichever
  * comes first, and on exit. A call writes two lines (call, audit); pino's default destination
- * handed nearly every line to the libuv thread pool as its own fs.write (≈ 8–10 µs of CPU per
- * call), and one write per event-loop turn still cost ≈ 2 µs per call at load
- * (docs/PERFORMANCE.md). A line is never left in a thread-pool queue, and one destination for all
- * loggers keeps their lines in order. What a SIGKILL or a crash of the runtime itself can lose is
- * the last 5 ms of lines; an uncaught exception and process.exit still write them ('exit').
- * Like any synchronous logger, a stalled reader of a full pipe blocks the process rather than
- * letting it buffer without bound.
+ * handed nearly every line to the libuv thread pool as its own fs.write, and one synchronous
+ * write per event-loop turn was still a write system call for every one or two calls at load
+ * (docs/PERFORMANCE.md). A line is never left in a thread-pool queue, and one destination for
+ * all loggers keeps their lines in order. Lines still pending are written on 'exit'
+ * (process.exit, an uncaught exception, the end of the event loop); a process killed by a signal
+ * it does not handle — SIGKILL, or a second SIGTERM during shutdown (src/main.ts) — loses at
+ * most the last STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
+ * pipe blocks the process rather than letting it buffer without bound. A failing write (EIO,
+ * ENOSPC, a closed descriptor) drops that batch and is reported once on stderr: logging never
+ * throws into the code that logs (a call would be left unanswered).
  */
-class BatchedStdout implements DestinationStream {
+export class BatchedStdout implements DestinationStream {
   private pending = '';
   private timer: NodeJS.Timeout | undefined = undefined;
-  private readonly target = pino.destination({ dest: 1, sync: true, minLength: 0 });
+  private failed = false;
 
-  constructor() {
-    process.once('exit', () => this.drain());
-  }
+  constructor(private readonly target: LineTarget) {}
 
   write(line: string): void {
     this.pending += line;
@@ -175,7 +181,7 @@ class BatchedStdout implements DestinationStream {
     }
   }
 
-  /** Hands the pending lines to the underlying stream. */
+  /** Hands the pending lines to the target now. */
   readonly drain = (): void => {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
@@ -184,23 +190,49 @@ class BatchedStdout implements DestinationStream {
     const lines = this.pending;
     if (lines === '') return;
     this.pending = '';
-    this.target.write(lines);
+    try {
+      this.target.write(lines);
+    } catch (err) {
+      this.reportFailure(err);
+    }
   };
+
+  /** Reports the first failed write on stderr (the only place left to say it). */
+  reportFailure(err: unknown): void {
+    if (this.failed) return;
+    this.failed = true;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code ?? String(err);
+    process.stderr.write(`credbroker: writing log lines to stdout failed (${code}); lines are being lost\n`);
+  }
 
   flush(callback?: (err?: Error) => void): void {
     this.drain();
-    this.target.flush(callback as (err?: Error) => void);
+    callback?.();
   }
 
   flushSync(): void {
     this.drain();
-    this.target.flushSync();
   }
+}
+
+/** The process's stdout destination: pino's synchronous destination on fd 1, batched. */
+function createStdout(): BatchedStdout {
+  const target = pino.destination({ dest: 1, sync: true, minLength: 0 });
+  const batched = new BatchedStdout(target);
+  // sonic-boom emits write errors other than EPIPE (which it ignores); unheard, they would throw.
+  target.on('error', (err: Error) => batched.reportFailure(err));
+  process.once('exit', batched.drain);
+  return batched;
 }
 
 let stdout: BatchedStdout | undefined;
 function stdoutDestination(): BatchedStdout {
-  return (stdout ??= new BatchedStdout());
+  return (stdout ??= createStdout());
+}
+
+/** Writes the log lines still pending on stdout now (before a process ends by a signal). */
+export function flushStdout(): void {
+  stdout?.drain();
 }
 
 /** formatters.log of every logger made here: the censor (LineWriter recognises it). */

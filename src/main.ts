@@ -5,7 +5,7 @@
 import { createApp } from './app.js';
 import { loadConfig, type Config } from './config/load.js';
 import { validateDeployment } from './deployment.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, flushStdout, type Logger } from './logger.js';
 import { routeGrpcLogs } from './server/grpc-logs.js';
 import { createMetrics, type MetricsHttpServer } from './server/metrics.js';
 import { startReadiness, type Readiness } from './server/readiness.js';
@@ -97,14 +97,22 @@ export async function serve(
 }
 
 /**
- * Resolves at the first SIGTERM or SIGINT. Both handlers are removed then, so a second signal
- * during a slow shutdown ends the process the default way.
+ * Resolves at the first SIGTERM or SIGINT. A second one during a slow shutdown ends the process
+ * the default way, after writing the log lines still batched (src/logger.ts).
  */
 export function shutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    const onSecond = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', onSecond);
+      process.off('SIGINT', onSecond);
+      flushStdout();
+      process.kill(process.pid, signal);
+    };
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      process.once('SIGTERM', onSecond);
+      process.once('SIGINT', onSecond);
       resolve(signal);
     };
     process.on('SIGTERM', onSignal);

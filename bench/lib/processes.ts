@@ -74,7 +74,11 @@ export function helperPort(child: Child, stream: 'stdout' | 'stderr'): Promise<n
     const source = child.proc[stream]!;
     const onData = (d: Buffer) => {
       seen += d.toString();
-      const line = seen.split('\n').find((l) => l.startsWith('{"port":'));
+      // Whole lines only: the last piece may be the start of one still being written.
+      const line = seen
+        .split('\n')
+        .slice(0, -1)
+        .find((l) => l.startsWith('{"port":'));
       if (line === undefined) return;
       source.off('data', onData);
       resolve((JSON.parse(line) as { port: number }).port);

@@ -102,7 +102,12 @@ export interface TokenStore {
   /** `memory`, `redis`, `redis-cluster` or `redis-sentinel`, for logs and metrics. */
   readonly kind: string;
 
-  /** The record, or undefined when none is stored. @throws STORE_UNAVAILABLE, REAUTH_REQUIRED/UNDECRYPTABLE */
+  /**
+   * The record, or undefined when none is stored. A returned record is never changed afterwards,
+   * and a store returns the same object again only while the stored record is unchanged (the
+   * server keys its encoded response on it: GetTokenResult.served).
+   * @throws STORE_UNAVAILABLE, REAUTH_REQUIRED/UNDECRYPTABLE
+   */
   getToken(ref: SubjectRef, options?: ReadOptions): Promise<TokenRecord | undefined>;
   /**
    * Unconditional write (CompleteLogin): assigns generation = last + 1 and clears a tombstone.

@@ -94,9 +94,11 @@ function decoded<Req>(rpc: string, request: Req): Req {
 
 /**
  * Generated request ids are RFC 9562 UUIDv8: 74 bits chosen at random once per process, then a
- * 48-bit counter. As unique across replicas and restarts as a random UUID, for one increment
- * instead of randomUUID's 20-piece string (≈ 0.6 KB of garbage per call, docs/PERFORMANCE.md).
- * A request id correlates log lines; it is neither secret nor meant to be unguessable.
+ * 48-bit counter. Distinct across replicas and restarts unless two processes draw the same 74
+ * bits, for one increment instead of randomUUID's string of 20 pieces (≈ 0.6 KB of garbage per
+ * call in the allocation profile, docs/PERFORMANCE.md). A request id correlates log lines; it is
+ * neither secret nor unguessable, and one a replica generated shows its caller which process
+ * answered and how many ids it had generated.
  */
 const REQUEST_ID_PREFIX = ((): string => {
   const random = randomBytes(10);

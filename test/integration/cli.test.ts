@@ -79,6 +79,36 @@ describe('credbroker CLI', function () {
     });
   }
 
+  it('serve ends at a second SIGTERM during the shutdown delay, killed by that signal, with whole log lines', async () => {
+    const health = await freePort();
+    const child = spawnCli(['serve'], {
+      CREDBROKER_LISTEN: `127.0.0.1:${await freePort()}`,
+      CREDBROKER_HEALTH_LISTEN: `127.0.0.1:${health}`,
+      CREDBROKER_METRICS_LISTEN: '',
+      CREDBROKER_SHUTDOWN_DELAY: '60s',
+    });
+    try {
+      await waitForPort(health, 15_000);
+      child.kill('SIGTERM');
+      await waitUntil(() => child.output().stdout.includes('"msg":"shutting down"'), {
+        timeoutMs: 10_000,
+        intervalMs: 25,
+        what: 'the shutting-down line',
+      });
+      // Handled: the batched lines are written, then the signal is raised again with no handler.
+      child.kill('SIGTERM');
+      const result = await child.exited;
+      assert.equal(result.signal, 'SIGTERM', `${result.code} ${result.stderr}`);
+      const lines = result.stdout.trim().split('\n');
+      assert.ok(
+        lines.every((l) => JSON.parse(l) !== undefined),
+        'whole JSON lines only',
+      );
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('serve answers health, reports NOT_SERVING after SIGTERM and exits 0 within the grace period', async () => {
     const [api, health] = [await freePort(), await freePort()];
     const child = spawnCli(['serve'], {

@@ -181,6 +181,21 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         assert.equal(await store.getToken(freshRef()), undefined);
       });
 
+      it('returns a record object again only while the stored record is unchanged, and never changes one', async () => {
+        const ref = freshRef();
+        await store.putToken(ref, sampleRecord({ accessToken: 'first' }), HOUR);
+        const first = await store.getToken(ref);
+        const again = await store.getToken(ref);
+        assert.deepEqual(again, first);
+        const snapshot = structuredClone(first);
+        await store.putToken(ref, sampleRecord({ accessToken: 'second' }), HOUR);
+        const second = await store.getToken(ref);
+        assert.equal(second?.accessToken, 'second');
+        assert.notEqual(second, first, 'a changed record is a new object');
+        assert.notEqual(second, again);
+        assert.deepEqual(first, snapshot, 'a returned record is not changed by a later write');
+      });
+
       it('assigns increasing generations that survive delete and re-login', async () => {
         const ref = freshRef();
         assert.equal(await store.putToken(ref, sampleRecord(), HOUR), 1);
