@@ -4,7 +4,11 @@
  * as the broker's — no validation, no logging, no store. It measures what a unary call costs in
  * grpc-js on this machine: HTTP/2 framing, protobuf decode of the request, encode of the response.
  *
- * Usage: tsx bench/echo-server.ts <token-length>   (prints {"port": N} once listening)
+ * Usage: tsx bench/echo-server.ts <token-length> [encoded]   (prints {"port": N} once listening)
+ *
+ * `encoded`: the strictest baseline — the response is encoded once at start and every call
+ * answers those bytes (src/server/encoded-response.ts), as the broker does for a stored record
+ * it has answered before; without it, the response is encoded on every call.
  */
 import {
   Server,
@@ -16,10 +20,11 @@ import {
 } from '@grpc/grpc-js';
 import {
   CredentialBrokerService,
+  GetValidSubjectTokenResponse,
   TokenSource,
-  type GetValidSubjectTokenResponse,
 } from '../src/gen/credbroker/v1/broker.js';
 import { DEFAULT_MAX_RECEIVE_MESSAGE_BYTES } from '../src/config/schema.js';
+import { EncodedResponses, passEncoded } from '../src/server/encoded-response.js';
 
 /** Copied from BrokerServer (src/server/server.ts): the same transport settings as the broker. */
 const SERVER_OPTIONS: ChannelOptions = {
@@ -30,14 +35,27 @@ const SERVER_OPTIONS: ChannelOptions = {
 };
 
 const tokenLength = Number(process.argv[2] ?? 800);
+const preEncoded = process.argv[3] === 'encoded';
 const accessToken = 'x'.repeat(tokenLength);
 const expiresAt = new Date(Date.now() + 3600_000);
+const response = (): GetValidSubjectTokenResponse => ({
+  accessToken,
+  tokenType: 'Bearer',
+  expiresAt,
+  scopes: ['openid', 'profile', 'email', 'offline_access'],
+  source: TokenSource.TOKEN_SOURCE_STORED,
+  issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
+  degraded: false,
+});
+const encoded = new EncodedResponses<GetValidSubjectTokenResponse>((m) =>
+  GetValidSubjectTokenResponse.encode(m).finish(),
+).of({}, undefined, response);
 
 const unimplemented: UntypedHandleCall = (_call: unknown, callback: sendUnaryData<never>) =>
   callback({ code: status.UNIMPLEMENTED, details: 'echo server' });
 
 const server = new Server(SERVER_OPTIONS);
-server.addService(CredentialBrokerService, {
+server.addService(preEncoded ? passEncoded(CredentialBrokerService) : CredentialBrokerService, {
   startLogin: unimplemented,
   completeLogin: unimplemented,
   revokeSubjectToken: unimplemented,
@@ -45,16 +63,8 @@ server.addService(CredentialBrokerService, {
     _call: unknown,
     callback: (err: null, res: GetValidSubjectTokenResponse) => void,
   ): void => {
-    // A fresh object per call, as the broker builds one: serialisation is part of the baseline.
-    callback(null, {
-      accessToken,
-      tokenType: 'Bearer',
-      expiresAt,
-      scopes: ['openid', 'profile', 'email', 'offline_access'],
-      source: TokenSource.TOKEN_SOURCE_STORED,
-      issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
-      degraded: false,
-    });
+    // By default a fresh object per call: serialisation is part of the baseline.
+    callback(null, preEncoded ? (encoded as unknown as GetValidSubjectTokenResponse) : response());
   },
 });
 server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {

@@ -8,7 +8,9 @@
  * 2. Starts redis-server, a counting OAuth token endpoint, two broker replicas in production
  *    configuration (Redis store, storage on, AES-GCM key, info-level call logs, metrics), the
  *    baseline — a bare grpc-js server with the broker's server options and a constant response of
- *    the same size (bench/echo-server.ts) — and the server-layer diagnostic (bench/server-layer.ts).
+ *    the same size (bench/echo-server.ts) — the server-layer diagnostic (bench/server-layer.ts), and
+ *    echo answering pre-encoded bytes (the strictest baseline: the broker answers a stored record
+ *    it has answered before with bytes encoded once, src/server/encoded-response.ts).
  * 3. Seeds USERS users' tokens through the real Redis store.
  * 4. Drives echo and the brokers alternately with the same h2load load (ROUNDS rounds each):
  *    throughput, p50 and p99 (median round), CPU per call; then echo and broker at the same fixed
@@ -16,7 +18,8 @@
  *    request before, the broker's calls-by-code metric after) and peak RSS (VmHWM).
  * 5. Storm: STORM_USERS users whose tokens are inside the refresh skew, STORM_CALLS concurrent
  *    calls each spread over both replicas; counts refreshes at the IdP per user (goal: 1.00).
- * 6. Writes bench/results/<date>.json; the last line printed is the ratio broker ÷ echo.
+ * 6. Writes bench/results/<date>.json; the last line printed is the ratio broker ÷ echo (of the
+ *    medians over the rounds; each round's own ratio is printed before it).
  *
  * Options: --cpu-prof (profile broker replica 1, print the top self time), --quick (1 short
  * round), --no-build (use the existing dist/ and .tmp/bench/build), --node-options='…' (runtime
@@ -113,6 +116,8 @@ interface Round {
   readonly broker: Measured;
   readonly brokerWithoutCallLogs: Measured;
   readonly serverLayerOnly: Measured;
+  /** Echo answering pre-encoded bytes (bench/echo-server.ts `encoded`): the strictest baseline. */
+  readonly echoPreEncoded: Measured;
 }
 
 const log = (line: string) => console.log(line);
@@ -134,7 +139,7 @@ function createBench(options: Options): Bench {
   mkdirSync(work, { recursive: true });
   return {
     options,
-    rounds: options.quick ? 1 : 3,
+    rounds: options.quick ? 1 : 5,
     load: { connections: 4, streams: 16, durationS: options.quick ? 4 : 7, warmupS: 2 },
     work,
     profDir: join(work, 'prof'),
@@ -296,6 +301,7 @@ interface Servers {
   readonly quietBroker: Target;
   readonly echoTarget: Target;
   readonly layerTarget: Target;
+  readonly echoEncodedTarget: Target;
 }
 
 /** The two broker replicas (`node dist/cli.js serve`), echo and the server-layer diagnostic. */
@@ -322,9 +328,18 @@ async function startServers(
   const echo = spawnNode(join(benchBuild, 'bench/echo-server.js'), [String(ACCESS_TOKEN_LENGTH)], runtime, {
     stdout: 'pipe',
   });
+  const echoEncoded = spawnNode(
+    join(benchBuild, 'bench/echo-server.js'),
+    [String(ACCESS_TOKEN_LENGTH), 'encoded'],
+    runtime,
+    { stdout: 'pipe' },
+  );
   const layer = spawnNode(join(benchBuild, 'bench/server-layer.js'), [String(ACCESS_TOKEN_LENGTH)], runtime);
-  bench.cleanups.push(() => Promise.all([...brokers.map((b) => b.stop()), echo.stop(), layer.stop()]));
+  bench.cleanups.push(() =>
+    Promise.all([...brokers.map((b) => b.stop()), echo.stop(), echoEncoded.stop(), layer.stop()]),
+  );
   const echoAddress = `127.0.0.1:${await helperPort(echo, 'stdout')}`;
+  const echoEncodedAddress = `127.0.0.1:${await helperPort(echoEncoded, 'stdout')}`;
   const layerAddress = `127.0.0.1:${await helperPort(layer, 'stderr')}`;
   await Promise.all(replicas.map((r, i) => waitServing(r.api, brokers[i]!)));
   return {
@@ -335,6 +350,7 @@ async function startServers(
     quietBroker: { name: 'quiet', address: replicas[1]!.api, pid: brokers[1]!.proc.pid! },
     echoTarget: { name: 'echo', address: echoAddress, pid: echo.proc.pid! },
     layerTarget: { name: 'layer', address: layerAddress, pid: layer.proc.pid! },
+    echoEncodedTarget: { name: 'echo-encoded', address: echoEncodedAddress, pid: echoEncoded.proc.pid! },
   };
 }
 
@@ -407,11 +423,13 @@ async function runRounds(
     windows.push({ startNs, endNs: process.hrtime.bigint() });
     const brokerWithoutCallLogs = await measure(ctx, servers.quietBroker, `quiet-${round}`);
     const serverLayerOnly = await measure(ctx, servers.layerTarget, `layer-${round}`);
-    rounds.push({ echo, broker, brokerWithoutCallLogs, serverLayerOnly });
+    const echoPreEncoded = await measure(ctx, servers.echoEncodedTarget, `echo-encoded-${round}`);
+    rounds.push({ echo, broker, brokerWithoutCallLogs, serverLayerOnly, echoPreEncoded });
     log(`round ${round}/${total}  echo   ${fmt(echo)}`);
     log(`round ${round}/${total}  broker ${fmt(broker)}`);
     log(`round ${round}/${total}  broker, no call logs ${fmt(brokerWithoutCallLogs)}`);
     log(`round ${round}/${total}  server layer only    ${fmt(serverLayerOnly)}`);
+    log(`round ${round}/${total}  echo, pre-encoded    ${fmt(echoPreEncoded)}`);
   }
   return { rounds, windows };
 }
@@ -583,6 +601,7 @@ async function run(bench: Bench): Promise<void> {
   const rssAfterLoad = {
     brokerPeakMiB: peakRssMiB(servers.broker.pid),
     echoPeakMiB: peakRssMiB(servers.echoTarget.pid),
+    echoPreEncodedPeakMiB: peakRssMiB(servers.echoEncodedTarget.pid),
     serverLayerPeakMiB: peakRssMiB(servers.layerTarget.pid),
   };
 
@@ -598,6 +617,12 @@ async function run(bench: Bench): Promise<void> {
 
   const quietMedian = median(rounds.map((r) => r.brokerWithoutCallLogs));
   const layerMedian = median(rounds.map((r) => r.serverLayerOnly));
+  const echoEncodedMedian = median(rounds.map((r) => r.echoPreEncoded));
+  // Each round's broker ÷ echo, measured seconds apart: less exposed to a machine whose speed
+  // drifts during the run than the ratio of the medians (the figure of the goal).
+  const pairedRatios = rounds.map(
+    (r) => Math.round((r.broker.requestsPerSecond / r.echo.requestsPerSecond) * 1000) / 1000,
+  );
   const ratio = brokerMedian.requestsPerSecond / echoMedian.requestsPerSecond;
   const p99Ratio = brokerMedian.p99Ms / echoMedian.p99Ms;
   let profile: ReturnType<typeof summariseProfile> | undefined;
@@ -627,6 +652,8 @@ async function run(bench: Bench): Promise<void> {
     fixedRate,
     brokerWithoutCallLogs: quietMedian,
     serverLayerOnly: layerMedian,
+    echoPreEncoded: echoEncodedMedian,
+    roundRatios: pairedRatios,
     throughputRatio: Math.round(ratio * 1000) / 1000,
     p99Ratio: Math.round(p99Ratio * 1000) / 1000,
     goals: GOALS,
@@ -657,6 +684,11 @@ async function run(bench: Bench): Promise<void> {
   log(`diagnostics (median), throughput ÷ echo:`);
   log(`  broker, no call logs ${fmt(quietMedian)}   ${vsEcho(quietMedian)}`);
   log(`  server layer only    ${fmt(layerMedian)}   ${vsEcho(layerMedian)}`);
+  log(`  echo, pre-encoded    ${fmt(echoEncodedMedian)}   ${vsEcho(echoEncodedMedian)}`);
+  log(
+    `broker ÷ echo by round: ${pairedRatios.join(', ')} (median ${[...pairedRatios].sort((a, b) => a - b)[Math.floor(pairedRatios.length / 2)]!.toFixed(3)}); ` +
+      `broker ÷ pre-encoded echo ${(brokerMedian.requestsPerSecond / echoEncodedMedian.requestsPerSecond).toFixed(3)}`,
+  );
   log(
     `grpc-status of broker calls during load: ${JSON.stringify(statusCheck)}; h2load failures ${transportFailures}`,
   );
