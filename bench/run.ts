@@ -323,6 +323,10 @@ async function startServers(
       },
     ),
   );
+  bench.cleanups.push(() => Promise.all(brokers.map((b) => b.stop())));
+  // The brokers bind the ports freePort() chose; the other servers bind port 0 only afterwards,
+  // so the kernel cannot hand one of those ports to them meanwhile (EADDRINUSE).
+  await Promise.all(replicas.map((r, i) => waitServing(r.api, brokers[i]!)));
   // The brokers' call logs go to /dev/null: production writes them to a pipe; the cost of
   // formatting and writing each line is paid either way.
   const echo = spawnNode(join(benchBuild, 'bench/echo-server.js'), [String(ACCESS_TOKEN_LENGTH)], runtime, {
@@ -335,13 +339,10 @@ async function startServers(
     { stdout: 'pipe' },
   );
   const layer = spawnNode(join(benchBuild, 'bench/server-layer.js'), [String(ACCESS_TOKEN_LENGTH)], runtime);
-  bench.cleanups.push(() =>
-    Promise.all([...brokers.map((b) => b.stop()), echo.stop(), echoEncoded.stop(), layer.stop()]),
-  );
+  bench.cleanups.push(() => Promise.all([echo.stop(), echoEncoded.stop(), layer.stop()]));
   const echoAddress = `127.0.0.1:${await helperPort(echo, 'stdout')}`;
   const echoEncodedAddress = `127.0.0.1:${await helperPort(echoEncoded, 'stdout')}`;
   const layerAddress = `127.0.0.1:${await helperPort(layer, 'stderr')}`;
-  await Promise.all(replicas.map((r, i) => waitServing(r.api, brokers[i]!)));
   return {
     brokers,
     echo,
