@@ -420,8 +420,8 @@ async function runRounds(
   // One unmeasured load per target first: the brokers load and optimise more code and grow a
   // larger heap than echo, and without this their first round ran ≈ 20–30 % below the others.
   if (!ctx.bench.options.quick) {
-    const targets = [servers.echoTarget, servers.broker, servers.quietBroker, servers.layerTarget];
-    for (const target of [...targets, servers.echoEncodedTarget])
+    const { echoTarget, broker, quietBroker, layerTarget, echoEncodedTarget } = servers;
+    for (const target of [echoTarget, broker, quietBroker, layerTarget, echoEncodedTarget])
       await measure(ctx, target, `warmup-${target.name}`);
     log('warmed up every target with one unmeasured round');
   }
