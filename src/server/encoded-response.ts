@@ -3,10 +3,10 @@
  * the service definition's serializer (`passEncoded`, wrapped around the generated one in
  * server.ts) then hands its bytes to grpc-js as they are. GetValidSubjectToken answers a stored
  * token with the same bytes for as long as the record is unchanged, so those bytes are encoded
- * once per record rather than once per call: protobuf encoding of the ≈ 1 KB response (and its
- * copy into a Buffer) was the largest per-call cost left beside the transport
- * (docs/PERFORMANCE.md). grpc-js copies the bytes into its own frame, so sharing them between
- * calls is safe.
+ * once per record rather than once per call: encoding the ≈ 1 KB response allocated four
+ * ArrayBuffers per call (TextEncoder, the writer's chunks, finish, Buffer.from), the largest
+ * cost of the broker's own that the allocation profile showed (docs/PERFORMANCE.md, third pass).
+ * grpc-js copies the bytes into its own frame, so sharing them between calls is safe.
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
 

@@ -3,7 +3,12 @@
  * request (./validation.ts), runs the domain operation and maps the result to the response.
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { BrokerApi, IdpRevocationOutcome, StorageOutcome as DomainStorage } from '../broker/api.js';
+import type {
+  BrokerApi,
+  GetTokenResult,
+  IdpRevocationOutcome,
+  StorageOutcome as DomainStorage,
+} from '../broker/api.js';
 import { BrokerError, ErrorReason } from '../core/errors.js';
 import {
   DownstreamTokenSource,
@@ -13,7 +18,6 @@ import {
   TokenSource,
   type CredentialBrokerServer,
 } from '../gen/credbroker/v1/broker.js';
-import type { GetTokenResult } from '../broker/api.js';
 import { unary, type CallWrapperOptions } from './call.js';
 import { EncodedResponses } from './encoded-response.js';
 import {
