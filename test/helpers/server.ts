@@ -32,6 +32,15 @@ export interface TestServerOptions {
   readonly config?: Config;
 }
 
+/** One provider `corp`, for tests that never reach an IdP. */
+export const CORP_PROVIDER_YAML = `providers:
+  - id: corp
+    issuer: https://login.example.com
+    client_id: c
+    client_secret: s
+    redirect_uris: [https://app.example.com/cb]
+`;
+
 /** Loads a configuration from YAML text and env, with loopback ports chosen by the OS. */
 export function testConfig(yaml = '', env: Record<string, string> = {}): Config {
   return loadConfig({

@@ -9,15 +9,9 @@ import { EncodedResponse, EncodedResponses, passEncoded } from '../../src/server
 import { ACCESS_TOKEN_TYPE_URI } from '../../src/server/service.js';
 import { call } from '../helpers/grpc.js';
 import { notImplementedApi } from '../helpers/not-implemented.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { CORP_PROVIDER_YAML, startTestServer, type TestServer } from '../helpers/server.js';
 
-const PROVIDER = `providers:
-  - id: corp
-    issuer: https://login.example.com
-    client_id: c
-    client_secret: s
-    redirect_uris: [https://app.example.com/cb]
-`;
+const PROVIDER = CORP_PROVIDER_YAML;
 
 function result(accessToken: string, overrides: Partial<GetTokenResult> = {}): GetTokenResult {
   return {

@@ -6,15 +6,9 @@ import { notImplementedApi } from '../helpers/not-implemented.js';
 import { CredentialBrokerClient } from '../../src/gen/credbroker/v1/broker.js';
 import { createMetrics, METRIC_NAMES, type MetricsHttpServer } from '../../src/server/metrics.js';
 import { call, callError } from '../helpers/grpc.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { CORP_PROVIDER_YAML, startTestServer, type TestServer } from '../helpers/server.js';
 
-const provider = `providers:
-  - id: corp
-    issuer: https://login.example.com
-    client_id: c
-    client_secret: s
-    redirect_uris: [https://app.example.com/cb]
-`;
+const provider = CORP_PROVIDER_YAML;
 
 function scrape(port: number, path = '/metrics'): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {

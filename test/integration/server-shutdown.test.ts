@@ -11,16 +11,10 @@ import type { BrokerApi, CallContext } from '../../src/broker/api.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { call, callError } from '../helpers/grpc.js';
 import { notImplementedApi } from '../helpers/not-implemented.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { CORP_PROVIDER_YAML, startTestServer, type TestServer } from '../helpers/server.js';
 import { waitUntil } from '../helpers/wait.js';
 
-const provider = `providers:
-  - id: corp
-    issuer: https://login.example.com
-    client_id: c
-    client_secret: s
-    redirect_uris: [https://app.example.com/cb]
-`;
+const provider = CORP_PROVIDER_YAML;
 
 const token = {
   accessToken: 'at',

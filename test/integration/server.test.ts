@@ -15,7 +15,7 @@ import { notImplementedApi } from '../helpers/not-implemented.js';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { GetValidSubjectTokenRequest } from '../../src/gen/credbroker/v1/broker.js';
 import { call, callError, decodeError } from '../helpers/grpc.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { CORP_PROVIDER_YAML, startTestServer, type TestServer } from '../helpers/server.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const require = createRequire(import.meta.url);
@@ -27,13 +27,7 @@ describe('BrokerServer', () => {
     ts = undefined;
   });
 
-  const provider = `providers:
-  - id: corp
-    issuer: https://login.example.com
-    client_id: c
-    client_secret: s
-    redirect_uris: [https://app.example.com/cb]
-`;
+  const provider = CORP_PROVIDER_YAML;
 
   it('answers health Check SERVING for "" and the API service, on both ports', async () => {
     ts = await startTestServer();
