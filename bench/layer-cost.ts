@@ -20,10 +20,10 @@
  * broker instead of the server layer.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
-import { waitServing } from './lib/broker.js';
+import { waitServing, writeBrokerConfig } from './lib/broker.js';
 import { freePort } from './lib/net.js';
 import { startRedis } from './lib/redis.js';
 import { openSeedStore, SEED_TTL_MS, seedRecord } from './lib/store.js';
@@ -133,25 +133,8 @@ async function startBroker(
 }
 
 function brokerEnv(redisUrl: string): Record<string, string> {
-  const file = join(work, 'broker.yaml');
-  writeFileSync(
-    file,
-    `health_listen: ''
-log_level: info
-store:
-  subject_tokens: true
-  redis_url: ${redisUrl}
-  active_key: bench1
-providers:
-  - id: corp
-    authorization_endpoint: http://127.0.0.1:9/authorize
-    token_endpoint: http://127.0.0.1:9/token
-    client_id: bench
-    client_secret: bench-secret
-    redirect_uris: [https://app.example.com/cb]
-    allow_insecure_http: true
-`,
-  );
+  // No IdP: the hot path never calls one (port 9 is discard).
+  const file = writeBrokerConfig(join(work, 'broker.yaml'), redisUrl, 'http://127.0.0.1:9');
   return { CREDBROKER_CONFIG: file, CREDBROKER_METRICS_LISTEN: '127.0.0.1:0', CREDBROKER_KEYS: brokerKey };
 }
 

@@ -37,18 +37,18 @@ import {
   GetValidSubjectTokenResponse,
 } from '../src/gen/credbroker/v1/broker.js';
 import type { TokenStore } from '../src/core/token-store.js';
-import { waitServing } from './lib/broker.js';
+import { BENCH_PROVIDER, waitServing, writeBrokerConfig } from './lib/broker.js';
 import { buildBench, buildDist, deploymentNodeOptions } from './lib/build.js';
 import { freePort } from './lib/net.js';
 import { cpuSeconds, helperPort, peakRssMiB, ROOT, spawnNode, type Child } from './lib/processes.js';
-import { startRedis, type BenchRedis } from './lib/redis.js';
+import { startRedis } from './lib/redis.js';
 import { openSeedStore, SEED_TTL_MS, seedRecord } from './lib/store.js';
 import { h2load, type LoadResult } from './load.js';
 import { measureLoggerCost } from './logger-cost.js';
 import { summariseProfile, type ProfileWindow } from './profile.js';
 import { startTokenEndpoint, type TokenEndpoint } from './token-endpoint.js';
 
-const PROVIDER = 'corp';
+const PROVIDER = BENCH_PROVIDER;
 const USERS = 1000;
 /** A JWT access token from a typical IdP is 800–1200 bytes. */
 const ACCESS_TOKEN_LENGTH = 900;
@@ -226,29 +226,6 @@ interface Replica {
   readonly api: string;
   readonly metrics: string;
   readonly env: Record<string, string>;
-}
-
-function writeBrokerConfig(bench: Bench, redis: BenchRedis, idp: TokenEndpoint): string {
-  const file = join(bench.work, 'broker.yaml');
-  writeFileSync(
-    file,
-    `health_listen: ''
-log_level: info
-store:
-  subject_tokens: true
-  redis_url: ${redis.url}
-  active_key: bench1
-providers:
-  - id: ${PROVIDER}
-    authorization_endpoint: ${idp.url}/authorize
-    token_endpoint: ${idp.url}/token
-    client_id: bench
-    client_secret: bench-secret
-    redirect_uris: [https://app.example.com/cb]
-    allow_insecure_http: true
-`,
-  );
-  return file;
 }
 
 async function replicaAddresses(configFile: string, key: string): Promise<Replica[]> {
@@ -574,7 +551,7 @@ async function run(bench: Bench): Promise<void> {
   bench.cleanups.push(() => redis.stop());
   const idp = await startTokenEndpoint({ latencyMs: IDP_LATENCY_MS, accessTokenLength: ACCESS_TOKEN_LENGTH });
   bench.cleanups.push(() => idp.close());
-  const configFile = writeBrokerConfig(bench, redis, idp);
+  const configFile = writeBrokerConfig(join(bench.work, 'broker.yaml'), redis.url, idp.url);
   const replicas = await replicaAddresses(configFile, `bench1:${randomBytes(32).toString('base64')}`);
   const store = await openStore(bench, replicas[0]!);
   log(`seeded ${USERS} users through the Redis store in ${await seedUsers(store, idp)} ms`);

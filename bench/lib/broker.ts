@@ -2,10 +2,41 @@
  * `credbroker serve` as a benchmark starts it: a child process (the built `dist/cli.js` by
  * default, as production runs it), ready once its API port answers grpc.health.v1 SERVING.
  */
+import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { freePort } from './net.js';
 import { spawnNode, type Child, type SpawnOptions } from './processes.js';
+
+/** The one provider of the bench configuration. */
+export const BENCH_PROVIDER = 'corp';
+
+/**
+ * Writes the brokers' production-like configuration to `file` (Redis store with storage on,
+ * key `bench1`, info-level call logs) with BENCH_PROVIDER, whose endpoints are under `idpUrl`;
+ * returns `file`.
+ */
+export function writeBrokerConfig(file: string, redisUrl: string, idpUrl: string): string {
+  writeFileSync(
+    file,
+    `health_listen: ''
+log_level: info
+store:
+  subject_tokens: true
+  redis_url: ${redisUrl}
+  active_key: bench1
+providers:
+  - id: ${BENCH_PROVIDER}
+    authorization_endpoint: ${idpUrl}/authorize
+    token_endpoint: ${idpUrl}/token
+    client_id: bench
+    client_secret: bench-secret
+    redirect_uris: [https://app.example.com/cb]
+    allow_insecure_http: true
+`,
+  );
+  return file;
+}
 
 export interface BenchBroker {
   readonly address: string;
