@@ -6,21 +6,19 @@
  * SHUTTING_DOWN, force, then close resources.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Server, ServerCredentials, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import type { BrokerApi } from '../broker/api.js';
 import type { AuditLog } from '../broker/audit.js';
 import type { Config } from '../config/load.js';
-import { CredentialBrokerService } from '../gen/credbroker/v1/broker.js';
 import type { Logger } from '../logger.js';
 import { BrokerError, ErrorReason } from '../core/errors.js';
-import { InFlightCalls, UNDECODABLE, type Authorizer, type CallObserver } from './call.js';
+import { InFlightCalls, type Authorizer, type CallObserver } from './call.js';
 import { createHealth, type Health } from './health.js';
 import { createReflection } from './reflection.js';
 import { auditObserver, createAuditLog } from './security/audit.js';
 import { createAuthorizer } from './security/authorize.js';
 import { createTlsCredentials } from './security/tls.js';
-import { passEncoded } from './encoded-response.js';
-import { createCredentialBrokerService } from './service.js';
+import { createCredentialBrokerService, credentialBrokerDefinition } from './service.js';
 
 export interface BrokerServerOptions {
   readonly config: Config;
@@ -51,28 +49,6 @@ function splitHostPort(address: string): { host: string; port: string } {
 /** Replaces the port of `host:port` (for logs: the bound port, not `:0`). */
 export function withPort(address: string, port: number): string {
   return `${splitHostPort(address).host}:${port}`;
-}
-
-/**
- * grpc-js answers a request it cannot decode with a bare INTERNAL before any handler runs: no
- * ErrorInfo, no call log line, no audit entry, and INTERNAL blames the server for the client's
- * bytes. Decode failures go to the call wrapper as UNDECODABLE instead (./call.ts).
- */
-function tolerantDecoding<T extends ServiceDefinition>(definition: T): T {
-  const methods = Object.entries(definition).map(([name, method]) => [
-    name,
-    {
-      ...method,
-      requestDeserialize: (bytes: Buffer): unknown => {
-        try {
-          return method.requestDeserialize(bytes);
-        } catch {
-          return UNDECODABLE;
-        }
-      },
-    },
-  ]);
-  return Object.fromEntries(methods) as T;
 }
 
 /**
@@ -114,7 +90,7 @@ export class BrokerServer {
       options.credentials ??
       (config.tls ? createTlsCredentials(config.tls, logger) : ServerCredentials.createInsecure());
     this.api.addService(
-      passEncoded(tolerantDecoding(CredentialBrokerService)),
+      credentialBrokerDefinition,
       createCredentialBrokerService({
         api: options.api,
         providers: {

@@ -2,7 +2,7 @@
  * The CredentialBroker service: wire messages ⇄ domain calls. Each handler validates its
  * request (./validation.ts), runs the domain operation and maps the result to the response.
  */
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type {
   BrokerApi,
   GetTokenResult,
@@ -11,6 +11,7 @@ import type {
 } from '../broker/api.js';
 import { BrokerError, ErrorReason } from '../core/errors.js';
 import {
+  CredentialBrokerService,
   DownstreamTokenSource,
   GetValidSubjectTokenResponse,
   IdpRevocation,
@@ -18,8 +19,8 @@ import {
   TokenSource,
   type CredentialBrokerServer,
 } from '../gen/credbroker/v1/broker.js';
-import { unary, type CallWrapperOptions } from './call.js';
-import { EncodedResponses } from './encoded-response.js';
+import { UNDECODABLE, unary, type CallWrapperOptions } from './call.js';
+import { EncodedResponses, passEncoded } from './encoded-response.js';
 import {
   validateCompleteLogin,
   validateGetDownstreamToken,
@@ -62,9 +63,37 @@ function getTokenResponse(token: GetTokenResult): GetValidSubjectTokenResponse {
 }
 
 /**
- * The service's handlers. Its definition must be wrapped with `passEncoded`
- * (./encoded-response.ts): GetValidSubjectToken may answer with an EncodedResponse.
+ * grpc-js answers a request it cannot decode with a bare INTERNAL before any handler runs: no
+ * ErrorInfo, no call log line, no audit entry, and INTERNAL blames the server for the client's
+ * bytes. Decode failures go to the call wrapper as UNDECODABLE instead (./call.ts).
  */
+function tolerantDecoding<T extends ServiceDefinition>(definition: T): T {
+  const methods = Object.entries(definition).map(([name, method]) => [
+    name,
+    {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch {
+          return UNDECODABLE;
+        }
+      },
+    },
+  ]);
+  return Object.fromEntries(methods) as T;
+}
+
+/**
+ * The service definition to register the handlers with: requests that do not decode reach the
+ * call wrapper (tolerantDecoding), and GetValidSubjectToken's EncodedResponse answers pass
+ * through the serializer (./encoded-response.ts).
+ */
+export const credentialBrokerDefinition: typeof CredentialBrokerService = passEncoded(
+  tolerantDecoding(CredentialBrokerService),
+);
+
+/** The service's handlers; register them with `credentialBrokerDefinition`. */
 export function createCredentialBrokerService(
   options: ServiceOptions,
 ): CredentialBrokerServer & UntypedServiceImplementation {
