@@ -24,7 +24,7 @@ import {
   TokenSource,
 } from '../src/gen/credbroker/v1/broker.js';
 import { DEFAULT_MAX_RECEIVE_MESSAGE_BYTES } from '../src/config/schema.js';
-import { EncodedResponses, passEncoded } from '../src/server/encoded-response.js';
+import { EncodedResponse, passEncoded } from '../src/server/encoded-response.js';
 
 /** Copied from BrokerServer (src/server/server.ts): the same transport settings as the broker. */
 const SERVER_OPTIONS: ChannelOptions = {
@@ -47,9 +47,7 @@ const response = (): GetValidSubjectTokenResponse => ({
   issuedTokenType: 'urn:ietf:params:oauth:token-type:access_token',
   degraded: false,
 });
-const encoded = new EncodedResponses<GetValidSubjectTokenResponse>((m) =>
-  GetValidSubjectTokenResponse.encode(m).finish(),
-).of({}, undefined, response);
+const encoded = new EncodedResponse(Buffer.from(GetValidSubjectTokenResponse.encode(response()).finish()));
 
 const unimplemented: UntypedHandleCall = (_call: unknown, callback: sendUnaryData<never>) =>
   callback({ code: status.UNIMPLEMENTED, details: 'echo server' });

@@ -157,9 +157,10 @@ export interface LineTarget {
  * write per event-loop turn was still a write system call for every one or two calls at load
  * (docs/PERFORMANCE.md). A line is never left in a thread-pool queue, and one destination for
  * all loggers keeps their lines in order. Lines still pending are written on 'exit'
- * (process.exit, an uncaught exception, the end of the event loop); a process killed by a signal
- * it does not handle — SIGKILL, or a second SIGTERM during shutdown (src/main.ts) — loses at
- * most the last STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
+ * (process.exit, an uncaught exception, the end of the event loop) and before a second SIGTERM
+ * ends the process (src/main.ts); a process killed by a signal it does not handle — SIGKILL, or
+ * SIGTERM before src/main.ts has installed its handlers — loses at most the last
+ * STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
  * pipe blocks the process rather than letting it buffer without bound. A failing write (EIO,
  * ENOSPC, a closed descriptor) drops that batch and is reported once on stderr: logging never
  * throws into the code that logs (a call would be left unanswered).
