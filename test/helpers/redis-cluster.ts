@@ -2,7 +2,7 @@
  * A real three-master Redis Cluster for tests: three `redis-server --cluster-enabled yes` on free
  * loopback ports, each with its own directory (nodes.conf) under one temp dir, joined with
  * `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`. Resolves once every node
- * reports `cluster_state:ok`. `stop()` kills all three and removes the directory.
+ * reports `cluster_state:ok` and sees every master and replica. `stop()` kills all three and removes the directory.
  * With `replicas` > 0, that many more nodes per master join as its replicas (for failover
  * tests: CLUSTER FAILOVER on a replica); `ports` then lists masters and replicas alike.
  */
@@ -21,7 +21,7 @@ export interface RedisCluster {
   readonly urls: readonly string[];
   /** Kills node `i` (SIGKILL: an outage). Its slots become unavailable (without replicas). */
   stopNode(i: number): Promise<void>;
-  /** Starts node `i` again on its port with its nodes.conf; resolves at cluster_state:ok. */
+  /** Starts node `i` again on its port with its nodes.conf; resolves once the cluster is settled. */
   startNode(i: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -31,12 +31,26 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
-function clusterInfo(port: number): string {
-  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'cluster', 'info'], {
+function clusterCommand(port: number, subcommand: 'info' | 'nodes'): string {
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'cluster', subcommand], {
     encoding: 'utf8',
     timeout: 5_000,
   });
   return r.stdout ?? '';
+}
+
+/**
+ * Whether the node at `port` sees the whole topology: `masters` masters and `replicas` replicas
+ * per master, each replica attached to a known master, no node flagged fail or handshake.
+ * cluster_state:ok alone comes before gossip has told every node who replicates whom.
+ */
+function seesTopology(port: number, masters: number, replicas: number): boolean {
+  const lines = clusterCommand(port, 'nodes').trim().split('\n').filter(Boolean);
+  const fields = lines.map((line) => line.split(' '));
+  if (fields.some((f) => /fail|handshake|noaddr/.test(f[2] ?? ''))) return false;
+  const masterIds = new Set(fields.filter((f) => f[2]?.includes('master')).map((f) => f[0]));
+  const attached = fields.filter((f) => f[2]?.includes('slave') && masterIds.has(f[3]));
+  return masterIds.size === masters && attached.length === masters * replicas;
 }
 
 export async function startRedisCluster(nodes = 3, replicas = 0): Promise<RedisCluster> {
@@ -81,8 +95,13 @@ export async function startRedisCluster(nodes = 3, replicas = 0): Promise<RedisC
   };
   const waitOk = async (): Promise<void> => {
     const until = Date.now() + 20_000;
-    while (!ports.every((port) => clusterInfo(port).includes('cluster_state:ok'))) {
-      if (Date.now() > until) throw new Error('the Redis Cluster did not reach cluster_state:ok within 20 s');
+    const settled = (port: number) =>
+      clusterCommand(port, 'info').includes('cluster_state:ok') && seesTopology(port, nodes, replicas);
+    while (!ports.every(settled)) {
+      if (Date.now() > until)
+        throw new Error(
+          'the Redis Cluster did not reach cluster_state:ok with its whole topology within 20 s',
+        );
       await sleep(100);
     }
   };
