@@ -117,7 +117,11 @@ export interface DownstreamTokenResult {
 export interface BrokerApi {
   startLogin(input: StartLoginInput, ctx: CallContext): Promise<StartLoginResult>;
   completeLogin(input: CompleteLoginInput, ctx: CallContext): Promise<CompleteLoginResult>;
-  getValidSubjectToken(input: GetTokenInput, ctx: CallContext): Promise<GetTokenResult>;
+  /**
+   * Answers without a promise when the store holds a record in process that is valid for the
+   * margin (TokenStore.peekToken): the hot path. Otherwise, and for every error, a promise.
+   */
+  getValidSubjectToken(input: GetTokenInput, ctx: CallContext): GetTokenResult | Promise<GetTokenResult>;
   revokeSubjectToken(input: RevokeInput, ctx: CallContext): Promise<RevokeResult>;
   /**
    * A token for a downstream API, exchanged from the user's subject token (RFC 8693 or Entra

@@ -5,8 +5,8 @@
  */
 import type { IdpRegistry } from '../core/idp-client.js';
 import type { Logger } from '../logger.js';
-import type { TokenStore } from '../core/token-store.js';
-import type { BrokerApi, GetTokenResult } from './api.js';
+import type { TokenRecord, TokenStore } from '../core/token-store.js';
+import type { BrokerApi, CallContext, GetTokenInput, GetTokenResult } from './api.js';
 import { noAudit, type AuditLog } from './audit.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ErrorReason, isBrokerError, ReauthCause, reauthRequired, type SubjectRef } from '../core/errors.js';
@@ -71,30 +71,63 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     };
   }
 
-  return {
-    /**
-     * A token valid for max(min_valid_for, provider skew), refreshed if needed.
-     * @throws BrokerError REAUTH_REQUIRED (every cause of docs/architecture.md §2), IDP_UNAVAILABLE,
-     *   STORE_UNAVAILABLE, REFRESH_IN_PROGRESS
-     */
-    async getValidSubjectToken(input, ctx) {
-      const ref: SubjectRef = { provider: input.provider, userId: input.userId };
-      if (!storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, ref);
-      const idp = idps.get(input.provider);
-      const marginMs = Math.max(input.minValidForMs, idp.skewMs);
-      // The hot path: exactly one store read. UNDECRYPTABLE is thrown by the store. Counted as
-      // countStoreErrors does, without its per-call closure and extra promise.
-      let rec: Awaited<ReturnType<TokenStore['getToken']>>;
+  /** max(min_valid_for, provider skew); undefined for a provider idps does not know. */
+  function storedMargin(input: GetTokenInput): number | undefined {
+    try {
+      return Math.max(input.minValidForMs, idps.get(input.provider).skewMs);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The path with a promise: `peeked` is the record the store already handed out in process
+   * (not valid for the margin), else the store is asked.
+   */
+  async function readOrRefresh(
+    ref: SubjectRef,
+    input: GetTokenInput,
+    ctx: CallContext,
+    peeked: TokenRecord | undefined,
+  ): Promise<GetTokenResult> {
+    if (!storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, ref);
+    const idp = idps.get(input.provider);
+    const marginMs = Math.max(input.minValidForMs, idp.skewMs);
+    // Exactly one store read. UNDECRYPTABLE is thrown by the store. Counted as countStoreErrors
+    // does, without its per-call closure and extra promise.
+    let rec = peeked;
+    if (rec === undefined) {
       try {
         rec = await store.getToken(ref);
       } catch (err) {
         if (isBrokerError(err, ErrorReason.STORE_UNAVAILABLE)) metrics.storeError('get');
         throw err;
       }
-      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
-      if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false, rec);
-      const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);
-      return result(refreshed.token, refreshed.source, refreshed.degraded);
+    }
+    if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+    if (rec.expiresAt - clock.now() > marginMs) return result(rec, 'STORED', false, rec);
+    const refreshed = await refresher.refresh(ref, idp, rec, marginMs, ctx);
+    return result(refreshed.token, refreshed.source, refreshed.degraded);
+  }
+
+  return {
+    /**
+     * A token valid for max(min_valid_for, provider skew), refreshed if needed. Synchronous when
+     * the store holds a current record valid for the margin in process (TokenStore.peekToken).
+     * @throws BrokerError (always as a rejection) REAUTH_REQUIRED (every cause of
+     *   docs/architecture.md §2), IDP_UNAVAILABLE, STORE_UNAVAILABLE, REFRESH_IN_PROGRESS
+     */
+    getValidSubjectToken(input, ctx) {
+      const ref: SubjectRef = { provider: input.provider, userId: input.userId };
+      const peeked = storageEnabled ? store.peekToken?.(ref) : undefined;
+      // The hot path: the record in process, valid for the margin — no promise. An unknown
+      // provider is left to the path below, which rejects with idps.get's error.
+      if (peeked !== undefined) {
+        const marginMs = storedMargin(input);
+        if (marginMs !== undefined && peeked.expiresAt - clock.now() > marginMs)
+          return result(peeked, 'STORED', false, peeked);
+      }
+      return readOrRefresh(ref, input, ctx, peeked);
     },
 
     /** @throws BrokerError STORE_UNAVAILABLE */

@@ -110,6 +110,14 @@ export interface TokenStore {
    */
   getToken(ref: SubjectRef, options?: ReadOptions): Promise<TokenRecord | undefined>;
   /**
+   * The record when this process holds it and knows it to be current without asking the backend
+   * (the memory store; the Redis store's record cache while its invalidation link is up), else
+   * undefined — which means "ask getToken", not "absent". Synchronous, so that the hot path
+   * serves a stored token without a promise; never throws (getToken reports every error). The
+   * same record-identity contract as getToken. Optional: a store without it is always asked.
+   */
+  peekToken?(ref: SubjectRef): TokenRecord | undefined;
+  /**
    * Unconditional write (CompleteLogin): assigns generation = last + 1 and clears a tombstone.
    * @param ttlMs record lifetime (refresh-token expiry, or the configured maximum)
    * @returns the generation written

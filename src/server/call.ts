@@ -152,7 +152,7 @@ interface Handler<Req, Res, Input extends Subject> {
   readonly authorize: Authorizer | undefined;
   readonly inFlight: InFlightCalls | undefined;
   readonly validate: (request: Req) => Input;
-  readonly run: (input: Input, ctx: CallContext) => Promise<Res>;
+  readonly run: (input: Input, ctx: CallContext) => Res | Promise<Res>;
 }
 
 /**
@@ -226,9 +226,14 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     this.controller?.abort(err);
   }
 
-  async execute(): Promise<void> {
-    const { handler, requestId } = this;
+  /**
+   * Runs the call. When the operation answers without a promise (a stored token), the call is
+   * answered before this returns: no promise, no microtask, none of their garbage.
+   */
+  execute(): void {
+    const { handler } = this;
     handler.inFlight?.calls.add(this);
+    let response: Res | Promise<Res>;
     try {
       let input: Input;
       try {
@@ -241,7 +246,23 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       }
       this.subject = input;
       this.caller = this.authorize(input.provider);
-      const response = await handler.run(input, this);
+      response = handler.run(input, this);
+    } catch (err) {
+      this.failed(err);
+      return;
+    }
+    if (response instanceof Promise)
+      response.then(
+        (value) => this.respond(value),
+        (err: unknown) => this.failed(err),
+      );
+    else this.respond(response);
+  }
+
+  /** The operation's answer: sent, unless the call has been answered already (shutdown). */
+  private respond(response: Res): void {
+    const { handler, requestId } = this;
+    try {
       if (this.answered) {
         // Ended by the server meanwhile (shutdown): the caller was told SHUTTING_DOWN and may
         // retry, but the operation took effect; say so, or the log and audit would be wrong.
@@ -249,12 +270,29 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
         return;
       }
       this.answered = true;
-      this.finish(status.OK, undefined, undefined);
-      this.call.sendMetadata(responseMetadata(requestId));
-      this.callback(null, response);
+      try {
+        this.finish(status.OK, undefined, undefined);
+      } finally {
+        // Answered even when the call line could not be written.
+        this.call.sendMetadata(responseMetadata(requestId));
+        this.callback(null, response);
+      }
     } catch (err) {
+      handler.logger.error({ err, requestId }, 'answering the call failed');
+    } finally {
+      handler.inFlight?.calls.delete(this);
+    }
+  }
+
+  /** The operation (or validation, or authorization) failed: answered with the error. */
+  private failed(err: unknown): void {
+    const { handler, requestId } = this;
+    try {
       if (!this.answered) this.fail(err);
       else handler.logger.error({ err, requestId }, 'answering the call failed');
+    } catch (failure) {
+      // Never thrown on: on the promise path that would be an unhandled rejection.
+      handler.logger.error({ err: failure, requestId }, 'call wrapper failed');
     } finally {
       handler.inFlight?.calls.delete(this);
     }
@@ -265,8 +303,12 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     const serviceError = toServiceError(err);
     serviceError.metadata?.set('x-request-id', this.requestId);
     const brokerError = err instanceof BrokerError ? err : undefined;
-    this.finish(serviceError.code ?? status.UNKNOWN, brokerError, brokerError ? undefined : err);
-    this.callback(serviceError);
+    try {
+      this.finish(serviceError.code ?? status.UNKNOWN, brokerError, brokerError ? undefined : err);
+    } finally {
+      // Answered even when the call line could not be written.
+      this.callback(serviceError);
+    }
   }
 
   private finish(code: status, err: BrokerError | undefined, internalErr: unknown): void {
@@ -336,7 +378,7 @@ export function unary<Req, Res, Input extends Subject>(
   rpc: string,
   options: CallWrapperOptions,
   validate: (request: Req) => Input,
-  run: (input: Input, ctx: CallContext) => Promise<Res>,
+  run: (input: Input, ctx: CallContext) => Res | Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   const logger = options.logger.child({ rpc });
   const handler: Handler<Req, Res, Input> = {
@@ -350,9 +392,12 @@ export function unary<Req, Res, Input extends Subject>(
     run,
   };
   return (call, callback) => {
-    new UnaryCall(handler, call, callback).execute().catch((err: unknown) => {
+    try {
+      new UnaryCall(handler, call, callback).execute();
+    } catch (err) {
+      // Not expected (execute handles its errors); a request must never crash the process.
       logger.error({ err }, 'call wrapper failed');
-    });
+    }
   };
 }
 

@@ -43,6 +43,11 @@ export interface ReadTicket {
 export interface RecordCache<V> {
   /** The entry, or undefined (absent or past its deadline). A hit becomes most recently used. */
   get(key: string): V | undefined;
+  /**
+   * get() for a caller that reads on with get() after a miss (TokenStore.peekToken): a hit counts
+   * as get's does, a miss is not counted (the get that follows counts it) and changes nothing.
+   */
+  peek(key: string): V | undefined;
   /** Call before reading `key` from Redis; hand the ticket to `fill` or `abandon` afterwards. */
   begin(key: string): ReadTicket;
   /**
@@ -115,6 +120,17 @@ export function createRecordCache<V>(options: RecordCacheOptions): RecordCache<V
     reading.clear();
   };
 
+  /** Serves a live entry: a hit, and most recently used unless it is among the recent ones. */
+  const hit = (key: string, entry: Entry<V>): V => {
+    if (used - entry.used > moveAfter) {
+      entries.delete(key);
+      entries.set(key, entry);
+      entry.used = ++used;
+    }
+    hits++;
+    return entry.value;
+  };
+
   return {
     get(key) {
       const entry = entries.get(key);
@@ -127,13 +143,11 @@ export function createRecordCache<V>(options: RecordCacheOptions): RecordCache<V
         misses++;
         return undefined;
       }
-      if (used - entry.used > moveAfter) {
-        entries.delete(key);
-        entries.set(key, entry);
-        entry.used = ++used;
-      }
-      hits++;
-      return entry.value;
+      return hit(key, entry);
+    },
+    peek(key) {
+      const entry = entries.get(key);
+      return entry === undefined || now() >= entry.deadline ? undefined : hit(key, entry);
     },
     begin(key) {
       const ticket: ReadTicket = { key, stale: !active };

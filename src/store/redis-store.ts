@@ -68,6 +68,7 @@ export interface RedisTokenStore extends TokenStore {
   readonly client: RedisClient;
   /** The record cache and its invalidation link; undefined when the cache is off. */
   readonly cache: StoreCache | undefined;
+  peekToken(ref: SubjectRef): TokenRecord | undefined;
 }
 
 export interface StoreCache {
@@ -249,6 +250,13 @@ async function getToken(
   const [g, v] = await run(ctx, () => ctx.redis.hmgetBuffer(key, 'g', 'v'));
   if (!v) return undefined;
   return open(ctx, r, ref, v, g ? Number(g.toString()) : undefined);
+}
+
+/** TokenStore.peekToken: a record cache entry, while the cache is active (else getToken asks Redis). */
+function peekToken(ctx: StoreContext, ref: SubjectRef): TokenRecord | undefined {
+  const { cache } = ctx;
+  if (cache === undefined || !cache.active || ctx.closed || ctx.keyRing === undefined) return undefined;
+  return cache.peek(tokenKey(ref));
 }
 
 /** A cache miss: reads record and TTL in one script call and fills the cache unless overtaken. */
@@ -559,6 +567,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
           }
         : undefined,
     getToken: (ref, options) => getToken(ctx, ref, options),
+    peekToken: (ref) => peekToken(ctx, ref),
     putToken: (ref, record, ttlMs) => thenForget(ctx, ref, putToken(ctx, ref, record, ttlMs)),
     putTokenFenced: (ref, lockOwner, expectedGeneration, record, ttlMs) =>
       thenForget(ctx, ref, putTokenFenced(ctx, ref, lockOwner, expectedGeneration, record, ttlMs)),

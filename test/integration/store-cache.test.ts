@@ -129,6 +129,20 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       }
     });
 
+    it("peekToken serves the cached entry itself, and nothing once another replica's write dropped it", async () => {
+      const ref = freshRef();
+      const g = await a.putToken(ref, sampleRecord(), HOUR);
+      assert.equal(b.peekToken(ref), undefined, 'nothing cached yet: ask getToken');
+      const read = await b.getToken(ref);
+      await cached(b, ref);
+      const peeked = b.peekToken(ref);
+      assert.equal(peeked, await b.getToken(ref), 'the entry itself (its encoded response is keyed on it)');
+      assert.equal(peeked?.generation, g);
+      assert.deepEqual(peeked, read);
+      await a.putToken(ref, sampleRecord(), HOUR);
+      await waitUntil('B no longer peeks the replaced record', () => b.peekToken(ref) === undefined);
+    });
+
     it("drops another replica's entry when one replica writes (login or refresh)", async () => {
       const ref = freshRef();
       await a.putToken(ref, sampleRecord(), HOUR);

@@ -85,6 +85,12 @@ function counting(store: TokenStore): TokenStore & { reads: number } {
     wrapped.reads += 1;
     return store.getToken(ref);
   };
+  // A peek that answers is a read; one that does not is followed by getToken, which counts.
+  wrapped.peekToken = (ref) => {
+    const rec = store.peekToken?.(ref);
+    if (rec !== undefined) wrapped.reads += 1;
+    return rec;
+  };
   return wrapped;
 }
 
@@ -95,7 +101,8 @@ describe('GetValidSubjectToken', () => {
   let store: TokenStore & { reads: number };
   let idp: FakeIdp;
   let service: TokenService;
-  const get = (minValidForMs = MIN, c = ctx()) =>
+  // As a promise whichever way it answers (the answer without one is tested on its own below).
+  const get = async (minValidForMs = MIN, c = ctx()) =>
     service.getValidSubjectToken({ ...alice, minValidForMs }, c);
 
   beforeEach(() => {
@@ -124,6 +131,47 @@ describe('GetValidSubjectToken', () => {
     assert.deepEqual(token.scopes, ['openid', 'profile']);
     assert.equal(store.reads, 1);
     assert.deepEqual(idp.refreshed, []);
+  });
+
+  it('answers a stored token valid for the margin without a promise, and anything else with one', async () => {
+    await store.putToken(alice, loginRecord(clock), DAY);
+    store.reads = 0;
+    const served = service.getValidSubjectToken({ ...alice, minValidForMs: MIN }, ctx());
+    assert.ok(!(served instanceof Promise), 'the hot path answers synchronously');
+    assert.equal(served.accessToken, 'at-login');
+    assert.equal(served.source, 'STORED');
+    assert.ok(served.served !== undefined, 'marked as served from a stored record');
+    assert.equal(store.reads, 1);
+    // Inside the margin: the refresh needs a promise, and the peeked record is not read again.
+    store.reads = 0;
+    const refreshing = service.getValidSubjectToken({ ...alice, minValidForMs: 90 * MIN }, ctx());
+    assert.ok(refreshing instanceof Promise);
+    assert.equal((await refreshing).source, 'REFRESHED');
+    assert.equal(store.reads, 2, 'the peek, then the re-read under the lock');
+    // Errors are rejections, never synchronous throws: nothing stored; a record of a provider
+    // the registry does not know (its lookup throws).
+    const absent = service.getValidSubjectToken({ ...alice, userId: 'bob', minValidForMs: MIN }, ctx());
+    assert.ok(absent instanceof Promise);
+    assert.equal((await rejection(absent)).metadata.cause, 'NO_TOKEN');
+    const stray: SubjectRef = { provider: 'removed', userId: 'alice@example.com' };
+    await store.putToken(stray, loginRecord(clock), DAY);
+    service = createTokenService({
+      store,
+      idps: {
+        ids: ['corp'],
+        get: (id) => {
+          if (id !== 'corp') throw new Error(`unknown provider ${id}`);
+          return idp.client;
+        },
+      },
+      storageEnabled: true,
+      lockLeaseMs: 1000,
+      clock,
+      logger: createLogger({ level: 'silent' }),
+    });
+    const unknown = service.getValidSubjectToken({ ...stray, minValidForMs: MIN }, ctx());
+    assert.ok(unknown instanceof Promise);
+    await assert.rejects(unknown, /unknown provider removed/);
   });
 
   it('refreshes a token inside the skew window and persists the rotated refresh token', async () => {

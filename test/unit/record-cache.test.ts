@@ -27,6 +27,29 @@ describe('record cache', () => {
     });
   });
 
+  it('peek serves and counts a hit as get does, but leaves a miss to the get that follows it', () => {
+    assert.equal(cache.peek('a'), undefined);
+    assert.equal(cache.get('a'), undefined);
+    put('a', 'A', 2_000);
+    assert.equal(cache.peek('a'), 'A');
+    assert.deepEqual([cache.stats().hits, cache.stats().misses], [1, 1]);
+    now = 2_000; // past the deadline: peek neither serves nor drops it; get drops and counts it
+    assert.equal(cache.peek('a'), undefined);
+    assert.deepEqual([cache.stats().hits, cache.stats().misses, cache.stats().entries], [1, 1, 1]);
+    assert.equal(cache.get('a'), undefined);
+    assert.deepEqual([cache.stats().hits, cache.stats().misses, cache.stats().entries], [1, 2, 0]);
+  });
+
+  it('peek keeps a hit entry from eviction as get does', () => {
+    put('a', 'A');
+    put('b', 'B');
+    put('c', 'C');
+    assert.equal(cache.peek('a'), 'A');
+    put('d', 'D');
+    assert.equal(cache.peek('a'), 'A');
+    assert.equal(cache.peek('b'), undefined);
+  });
+
   it('evicts the least recently used entry beyond maxEntries', () => {
     put('a', 'A');
     put('b', 'B');

@@ -85,7 +85,7 @@ describe('Refresh under the per-user lock', () => {
       metrics,
     });
   }
-  const get = (service: TokenService, c: CallContext, ref: SubjectRef = alice) =>
+  const get = async (service: TokenService, c: CallContext, ref: SubjectRef = alice) =>
     service.getValidSubjectToken({ ...ref, minValidForMs: MIN }, c);
 
   beforeEach(async () => {

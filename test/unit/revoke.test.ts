@@ -122,7 +122,7 @@ describe('RevokeSubjectToken', () => {
         idToken: undefined,
       };
     };
-    const pending = service.getValidSubjectToken({ ...alice, minValidForMs: MIN }, ctx());
+    const pending = Promise.resolve(service.getValidSubjectToken({ ...alice, minValidForMs: MIN }, ctx()));
     await inFlight;
     assert.deepEqual(await revoke(true), { deleted: true, idpRevocation: 'REVOKED' });
     landed();

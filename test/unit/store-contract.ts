@@ -196,6 +196,25 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         assert.deepEqual(first, snapshot, 'a returned record is not changed by a later write');
       });
 
+      it('peekToken answers the current record or undefined ("ask getToken"), never a replaced one', async () => {
+        const { peekToken } = store;
+        assert.ok(peekToken, 'every store offers peekToken');
+        const peek = (r: SubjectRef) => peekToken.call(store, r);
+        const ref = freshRef();
+        assert.equal(peek(ref), undefined);
+        await store.putToken(ref, sampleRecord({ accessToken: 'first' }), HOUR);
+        const first = await store.getToken(ref);
+        const peeked = peek(ref);
+        if (peeked !== undefined) assert.deepEqual(peeked, first);
+        await store.putToken(ref, sampleRecord({ accessToken: 'second' }), HOUR);
+        assert.notEqual(peek(ref)?.accessToken, 'first', 'the replaced record is not peeked');
+        const second = await store.getToken(ref);
+        const peekedSecond = peek(ref);
+        if (peekedSecond !== undefined) assert.deepEqual(peekedSecond, second);
+        await store.deleteToken(ref);
+        assert.equal(peek(ref), undefined, 'a deleted record is not peeked');
+      });
+
       it('assigns increasing generations that survive delete and re-login', async () => {
         const ref = freshRef();
         assert.equal(await store.putToken(ref, sampleRecord(), HOUR), 1);
@@ -258,6 +277,7 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         await store.putToken(ref, sampleRecord(), HOUR);
         const other = await h.reopen(createKeyRing([{ id: 'k9', key: randomBytes(32) }]));
         try {
+          assert.equal(other.peekToken?.(ref), undefined, 'peekToken leaves the error to getToken');
           await assertRejectsWith(other.getToken(ref), 'REAUTH_REQUIRED', 'UNDECRYPTABLE');
         } finally {
           if (other !== store) await other.close();
@@ -305,6 +325,7 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         const disabled = await h.reopen(undefined);
         try {
           const ref = freshRef();
+          assert.equal(disabled.peekToken?.(ref), undefined, 'peekToken leaves the error to getToken');
           await assertRejectsWith(disabled.getToken(ref), 'REAUTH_REQUIRED', 'STORE_DISABLED');
           await assertRejectsWith(
             disabled.putToken(ref, sampleRecord(), HOUR),
