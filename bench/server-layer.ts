@@ -35,6 +35,8 @@ const config = loadConfig({
 const logger = createLogger({ level: 'info' });
 const expiresAt = new Date(Date.now() + 3600_000);
 const accessToken = 'x'.repeat(tokenLength);
+/** The one stored record every call is answered from. */
+const record = {};
 /** The other RPCs are not part of this diagnostic: UNIMPLEMENTED, as an unbuilt operation answers. */
 const notBenchmarked = () =>
   Promise.reject(new BrokerError(ErrorReason.NOT_IMPLEMENTED, 'not part of the server-layer benchmark'));
@@ -42,15 +44,17 @@ const api: BrokerApi = {
   startLogin: notBenchmarked,
   completeLogin: notBenchmarked,
   revokeSubjectToken: notBenchmarked,
-  getValidSubjectToken: () =>
-    Promise.resolve({
-      accessToken,
-      tokenType: 'Bearer',
-      expiresAt,
-      scopes: ['openid', 'profile', 'email', 'offline_access'],
-      source: 'STORED',
-      degraded: false,
-    }),
+  // As the broker answers a stored record: without a promise, `served` by one record (so its
+  // response is encoded once, src/server/encoded-response.ts).
+  getValidSubjectToken: () => ({
+    accessToken,
+    tokenType: 'Bearer',
+    expiresAt,
+    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    source: 'STORED',
+    degraded: false,
+    served: record,
+  }),
 };
 const server = new BrokerServer({ config, logger, api, observers: [createMetrics().observer] });
 const { api: port } = await server.start();

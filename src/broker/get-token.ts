@@ -93,8 +93,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     if (!storageEnabled) throw reauthRequired(ReauthCause.STORE_DISABLED, ref);
     const idp = idps.get(input.provider);
     const marginMs = Math.max(input.minValidForMs, idp.skewMs);
-    // Exactly one store read. UNDECRYPTABLE is thrown by the store. Counted as countStoreErrors
-    // does, without its per-call closure and extra promise.
+    // One store read, or none when the peek found the record. UNDECRYPTABLE is thrown by the
+    // store. Counted as countStoreErrors does, without its per-call closure and extra promise.
     let rec = peeked;
     if (rec === undefined) {
       try {
@@ -118,16 +118,20 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
      *   docs/architecture.md §2), IDP_UNAVAILABLE, STORE_UNAVAILABLE, REFRESH_IN_PROGRESS
      */
     getValidSubjectToken(input, ctx) {
-      const ref: SubjectRef = { provider: input.provider, userId: input.userId };
-      const peeked = storageEnabled ? store.peekToken?.(ref) : undefined;
-      // The hot path: the record in process, valid for the margin — no promise. An unknown
-      // provider is left to the path below, which rejects with idps.get's error.
-      if (peeked !== undefined) {
-        const marginMs = storedMargin(input);
-        if (marginMs !== undefined && peeked.expiresAt - clock.now() > marginMs)
-          return result(peeked, 'STORED', false, peeked);
+      try {
+        const ref: SubjectRef = { provider: input.provider, userId: input.userId };
+        const peeked = storageEnabled ? store.peekToken?.(ref) : undefined;
+        // The hot path: the record in process, valid for the margin — no promise. An unknown
+        // provider is left to the path below, which rejects with idps.get's error.
+        if (peeked !== undefined) {
+          const marginMs = storedMargin(input);
+          if (marginMs !== undefined && peeked.expiresAt - clock.now() > marginMs)
+            return result(peeked, 'STORED', false, peeked);
+        }
+        return readOrRefresh(ref, input, ctx, peeked);
+      } catch (err) {
+        return Promise.reject(err as Error);
       }
-      return readOrRefresh(ref, input, ctx, peeked);
     },
 
     /** @throws BrokerError STORE_UNAVAILABLE */

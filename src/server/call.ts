@@ -222,8 +222,11 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
   end(err: BrokerError): void {
     if (this.answered) return;
     this.endedWith = err;
-    this.fail(err);
-    this.controller?.abort(err);
+    try {
+      this.fail(err);
+    } finally {
+      this.controller?.abort(err);
+    }
   }
 
   /**
@@ -251,8 +254,9 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       this.failed(err);
       return;
     }
-    if (response instanceof Promise)
-      response.then(
+    if (isPromiseLike(response))
+      // Neither handler throws (their failures are logged), so the chain never rejects.
+      void Promise.resolve(response).then(
         (value) => this.respond(value),
         (err: unknown) => this.failed(err),
       );
@@ -278,7 +282,7 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
         this.callback(null, response);
       }
     } catch (err) {
-      handler.logger.error({ err, requestId }, 'answering the call failed');
+      reportError(handler.logger, { err, requestId }, 'finishing the call failed');
     } finally {
       handler.inFlight?.calls.delete(this);
     }
@@ -289,10 +293,12 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     const { handler, requestId } = this;
     try {
       if (!this.answered) this.fail(err);
-      else handler.logger.error({ err, requestId }, 'answering the call failed');
+      else handler.logger.error({ err, requestId }, 'call failed after it was answered SHUTTING_DOWN');
     } catch (failure) {
-      // Never thrown on: on the promise path that would be an unhandled rejection.
-      handler.logger.error({ err: failure, requestId }, 'call wrapper failed');
+      // Never thrown on: on the promise path that would be an unhandled rejection. The call's
+      // own error is logged too: for an internal error the call line was its only record.
+      reportError(handler.logger, { err, requestId }, 'call failed');
+      reportError(handler.logger, { err: failure, requestId }, 'finishing the call failed');
     } finally {
       handler.inFlight?.calls.delete(this);
     }
@@ -396,9 +402,23 @@ export function unary<Req, Res, Input extends Subject>(
       new UnaryCall(handler, call, callback).execute();
     } catch (err) {
       // Not expected (execute handles its errors); a request must never crash the process.
-      logger.error({ err }, 'call wrapper failed');
+      reportError(logger, { err }, 'call wrapper failed');
     }
   };
+}
+
+/** Whether an operation answered with a promise (or another thenable) rather than a value. */
+export function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
+}
+
+/** logger.error that never throws: when the logger itself fails there is nowhere left to say it. */
+function reportError(logger: Logger, fields: object, msg: string): void {
+  try {
+    logger.error(fields, msg);
+  } catch {
+    // Nothing to do: the destination refused the line.
+  }
 }
 
 function responseMetadata(requestId: string): Metadata {

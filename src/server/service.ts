@@ -19,7 +19,7 @@ import {
   TokenSource,
   type CredentialBrokerServer,
 } from '../gen/credbroker/v1/broker.js';
-import { UNDECODABLE, unary, type CallWrapperOptions } from './call.js';
+import { isPromiseLike, UNDECODABLE, unary, type CallWrapperOptions } from './call.js';
 import { EncodedResponses, passEncoded } from './encoded-response.js';
 import {
   validateCompleteLogin,
@@ -157,7 +157,7 @@ export function createCredentialBrokerService(
       // Answered without a promise when the domain answers without one (a stored token).
       (input, ctx) => {
         const token = api.getValidSubjectToken(input, ctx);
-        return token instanceof Promise ? token.then(tokenResponse) : tokenResponse(token);
+        return isPromiseLike(token) ? Promise.resolve(token).then(tokenResponse) : tokenResponse(token);
       },
     ),
     revokeSubjectToken: unary(

@@ -3,7 +3,8 @@ import { EventEmitter } from 'node:events';
 import { Metadata, status, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { BrokerError, ErrorReason } from '../../src/core/errors.js';
 import { createLogger } from '../../src/logger.js';
-import { unary } from '../../src/server/call.js';
+import { setImmediate as turn } from 'node:timers/promises';
+import { InFlightCalls, unary } from '../../src/server/call.js';
 
 interface Answer {
   readonly err: ServiceError | null;
@@ -59,9 +60,11 @@ const validate = (req: unknown) => req as { provider: string; userId: string };
 describe('call wrapper', () => {
   it('answers an operation that answers without a promise before the handler returns', async () => {
     const { logger, lines } = collectingLogger();
-    const handler = unary('GetValidSubjectToken', { logger }, validate, () => ({ token: 'sync' }));
+    const inFlight = new InFlightCalls();
+    const handler = unary('GetValidSubjectToken', { logger, inFlight }, validate, () => ({ token: 'sync' }));
     const { answeredBeforeReturn, answer } = invoke(handler);
     assert.equal(answeredBeforeReturn, true);
+    assert.equal(inFlight.calls.size, 0);
     const { err, value, metadata } = await answer;
     assert.equal(err, null);
     assert.deepEqual(value, { token: 'sync' });
@@ -73,9 +76,14 @@ describe('call wrapper', () => {
 
   it('answers an operation with a promise once it settles, with its value or its error', async () => {
     const { logger, lines } = collectingLogger();
-    const ok = invoke(unary('GetValidSubjectToken', { logger }, validate, async () => ({ token: 'async' })));
+    const inFlight = new InFlightCalls();
+    const ok = invoke(
+      unary('GetValidSubjectToken', { logger, inFlight }, validate, async () => ({ token: 'async' })),
+    );
     assert.equal(ok.answeredBeforeReturn, false);
+    assert.equal(inFlight.calls.size, 1, 'in flight until it settles (shutdown can end it)');
     assert.deepEqual((await ok.answer).value, { token: 'async' });
+    assert.equal(inFlight.calls.size, 0);
     const failing = invoke(
       unary('GetValidSubjectToken', { logger }, validate, () =>
         Promise.reject(new BrokerError(ErrorReason.STORE_UNAVAILABLE, 'the token store is unavailable')),
@@ -106,7 +114,7 @@ describe('call wrapper', () => {
       const { err, value } = await invoke(unary('GetValidSubjectToken', { logger }, validate, run)).answer;
       assert.equal(err, null);
       assert.deepEqual(value, { token: 't' });
-      assert.ok(lines.some((l) => l.msg === 'answering the call failed' && l.level === 'error'));
+      assert.ok(lines.some((l) => l.msg === 'finishing the call failed' && l.level === 'error'));
       // A failing call too: its error is answered although the call line is not written.
       const failing = unary('GetValidSubjectToken', { logger }, validate, () =>
         Promise.reject(new BrokerError(ErrorReason.STORE_UNAVAILABLE, 'the token store is unavailable')),
@@ -114,4 +122,41 @@ describe('call wrapper', () => {
       assert.equal((await invoke(failing).answer).err?.code, status.UNAVAILABLE);
     });
   }
+
+  it('answers every call exactly once, never throws into grpc-js and never rejects unhandled, when the logger itself throws', async () => {
+    const logger = createLogger({
+      destination: {
+        write() {
+          throw new Error('destination down');
+        },
+      },
+    });
+    const refused = () => new BrokerError(ErrorReason.STORE_UNAVAILABLE, 'the token store is unavailable');
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const runs = [
+        () => ({ token: 't' }),
+        async () => ({ token: 't' }),
+        () => Promise.reject(refused()),
+        () => {
+          throw refused();
+        },
+      ];
+      for (const run of runs) {
+        const inFlight = new InFlightCalls();
+        const handler = unary('GetValidSubjectToken', { logger, inFlight }, validate, run);
+        const answers: unknown[] = [];
+        assert.doesNotThrow(() => handler(fakeCall().call, (err, value) => answers.push(err ?? value)));
+        await turn();
+        assert.equal(answers.length, 1, `${String(run)}: answered once`);
+        assert.equal(inFlight.calls.size, 0);
+      }
+      await turn();
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
 });
