@@ -70,7 +70,8 @@ export function spawnNode(
  */
 export function helperPort(child: Child, stream: 'stdout' | 'stderr'): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    let seen = '';
+    // stderr flows from the start (spawnNode keeps its tail): the line may have gone by already.
+    let seen = stream === 'stderr' ? child.stderr() : '';
     const source = child.proc[stream]!;
     const onData = (d: Buffer) => {
       seen += d.toString();
@@ -84,6 +85,7 @@ export function helperPort(child: Child, stream: 'stdout' | 'stderr'): Promise<n
       resolve((JSON.parse(line) as { port: number }).port);
     };
     source.on('data', onData);
+    onData(Buffer.alloc(0));
     child.proc.once('exit', () => reject(new Error(`helper server exited: ${child.stderr()}`)));
   });
 }
