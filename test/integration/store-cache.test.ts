@@ -141,6 +141,13 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       assert.deepEqual(peeked, read);
       await a.putToken(ref, sampleRecord(), HOUR);
       await waitUntil('B no longer peeks the replaced record', () => b.peekToken(ref) === undefined);
+      // A closed store peeks nothing, whatever it had cached.
+      const c = openStore(topology.config);
+      await waitUntil('C caches', () => cacheOf(c).active);
+      await cached(c, ref);
+      assert.ok(c.peekToken(ref) !== undefined);
+      await c.close();
+      assert.equal(c.peekToken(ref), undefined);
     });
 
     it("drops another replica's entry when one replica writes (login or refresh)", async () => {
@@ -232,6 +239,7 @@ function cacheSuite(name: string, start: () => Promise<Topology>, extra?: (t: ()
       assert.ok((await killLinks(topology.masters)) >= 1);
       await waitUntil('B drops its cache', () => cacheOf(b).stats().flushes > flushes);
       assert.equal(cacheOf(b).stats().entries, 0);
+      assert.equal(b.peekToken(ref), undefined, 'nothing is peeked without the link');
       // While the link is down, a write is not missed: the cache is off or dropped again on re-arm.
       const g = await a.putToken(ref, sampleRecord(), HOUR);
       assert.equal((await b.getToken(ref))?.generation, g);
