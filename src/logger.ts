@@ -298,9 +298,26 @@ const INFO = 30;
  */
 export function jsonField(key: string, value: string | number | undefined): string {
   if (value === undefined) return '';
-  if (typeof value === 'number') return `,"${key}":${Number.isFinite(value) ? value : null}`;
+  const prefix = fieldPrefix(key);
+  if (typeof value === 'number') return prefix.bare + (Number.isFinite(value) ? value : 'null');
   // Most values (ids, hashes, codes) need no escaping: quoted as they are, as JSON.stringify would.
-  return NEEDS_ESCAPE.test(value) ? `,"${key}":${JSON.stringify(value)}` : `,"${key}":"${value}"`;
+  return NEEDS_ESCAPE.test(value) ? prefix.bare + JSON.stringify(value) : prefix.quoted + value + '"';
+}
+
+/**
+ * `,"key":` and `,"key":"` for each key jsonField has seen, made once: building them per field
+ * was two more strings per field, ≈ 0.7 KB of garbage per call (docs/PERFORMANCE.md). The keys
+ * are the callers' literals, a fixed set.
+ */
+const fieldPrefixes = new Map<string, { readonly bare: string; readonly quoted: string }>();
+function fieldPrefix(key: string): { readonly bare: string; readonly quoted: string } {
+  let prefix = fieldPrefixes.get(key);
+  if (prefix === undefined) {
+    const bare = `,${JSON.stringify(key)}:`;
+    prefix = { bare, quoted: `${bare}"` };
+    fieldPrefixes.set(key, prefix);
+  }
+  return prefix;
 }
 /** What JSON.stringify escapes in a string: quote, backslash, control characters, surrogates. */
 // eslint-disable-next-line no-control-regex -- the control characters are what is looked for
