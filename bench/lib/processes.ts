@@ -86,7 +86,11 @@ export function helperPort(child: Child, stream: 'stdout' | 'stderr'): Promise<n
     };
     source.on('data', onData);
     onData(Buffer.alloc(0));
-    child.proc.once('exit', () => reject(new Error(`helper server exited: ${child.stderr()}`)));
+    const exited = () => reject(new Error(`helper server exited: ${child.stderr()}`));
+    if (child.proc.exitCode !== null || child.proc.signalCode !== null) exited();
+    else child.proc.once('exit', exited);
+    // Never hang the bench: a line trimmed from the captured tail, or one never printed.
+    setTimeout(() => reject(new Error(`no {"port": N} line on ${stream} within 60 s`)), 60_000).unref();
   });
 }
 

@@ -1,6 +1,7 @@
 /**
- * GetValidSubjectToken and RevokeSubjectToken (docs/architecture.md §4): the token service. The hot path is one
- * store read; anything that is not valid for the margin asked goes to the refresher
+ * GetValidSubjectToken and RevokeSubjectToken (docs/architecture.md §4): the token service. The hot path is a
+ * record the store holds in process (peekToken), answered without a promise, else one store
+ * read; anything that is not valid for the margin asked goes to the refresher
  * (./refresh.ts), which refreshes once per user across every replica.
  */
 import type { IdpRegistry } from '../core/idp-client.js';

@@ -171,7 +171,7 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
   private controller: AbortController | undefined = undefined;
   private timer: NodeJS.Timeout | undefined = undefined;
   private childLogger: Logger | undefined = undefined;
-  /** Set once an error status is sent (the call's own failure, or end()): never twice. */
+  /** Set once the call is answered (its response, its failure, or end()): never twice. */
   private answered = false;
   /** The error `end` answered with (shutdown), for a signal asked for afterwards. */
   private endedWith: BrokerError | undefined = undefined;
@@ -250,17 +250,19 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       this.subject = input;
       this.caller = this.authorize(input.provider);
       response = handler.run(input, this);
+      if (isPromiseLike(response)) {
+        // Neither handler throws (their failures are logged), so the chain never rejects.
+        void Promise.resolve(response).then(
+          (value) => this.respond(value),
+          (err: unknown) => this.failed(err),
+        );
+        return;
+      }
     } catch (err) {
       this.failed(err);
       return;
     }
-    if (isPromiseLike(response))
-      // Neither handler throws (their failures are logged), so the chain never rejects.
-      void Promise.resolve(response).then(
-        (value) => this.respond(value),
-        (err: unknown) => this.failed(err),
-      );
-    else this.respond(response);
+    this.respond(response);
   }
 
   /** The operation's answer: sent, unless the call has been answered already (shutdown). */
@@ -277,9 +279,12 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
       try {
         this.finish(status.OK, undefined, undefined);
       } finally {
-        // Answered even when the call line could not be written.
-        this.call.sendMetadata(responseMetadata(requestId));
-        this.callback(null, response);
+        // Answered even when the call line or the response headers could not be written.
+        try {
+          this.call.sendMetadata(responseMetadata(requestId));
+        } finally {
+          this.callback(null, response);
+        }
       }
     } catch (err) {
       reportError(handler.logger, { err, requestId }, 'finishing the call failed');
@@ -293,7 +298,10 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     const { handler, requestId } = this;
     try {
       if (!this.answered) this.fail(err);
-      else handler.logger.error({ err, requestId }, 'call failed after it was answered SHUTTING_DOWN');
+      // Ended by the server (shutdown): the operation gave up on the signal's own error, or
+      // failed otherwise meanwhile — the caller was told SHUTTING_DOWN either way.
+      else if (err === this.endedWith) handler.logger.debug({ requestId }, 'call ended by the server');
+      else handler.logger.warn({ err, requestId }, 'call failed after it was answered SHUTTING_DOWN');
     } catch (failure) {
       // Never thrown on: on the promise path that would be an unhandled rejection. The call's
       // own error is logged too: for an internal error the call line was its only record.
@@ -398,10 +406,23 @@ export function unary<Req, Res, Input extends Subject>(
     run,
   };
   return (call, callback) => {
+    let unaryCall: UnaryCall<Req, Res, Input>;
     try {
-      new UnaryCall(handler, call, callback).execute();
+      unaryCall = new UnaryCall(handler, call, callback);
     } catch (err) {
-      // Not expected (execute handles its errors); a request must never crash the process.
+      // Not expected (reading the metadata and deadline); the call is answered all the same.
+      reportError(logger, { err }, 'call wrapper failed');
+      try {
+        callback({ code: status.INTERNAL, details: 'internal error' });
+      } catch {
+        // The stream is gone: nothing left to answer.
+      }
+      return;
+    }
+    try {
+      unaryCall.execute();
+    } catch (err) {
+      // Not expected (execute answers and logs its own errors); never thrown into grpc-js.
       reportError(logger, { err }, 'call wrapper failed');
     }
   };

@@ -159,4 +159,27 @@ describe('call wrapper', () => {
       process.off('unhandledRejection', onRejection);
     }
   });
+
+  it('ends a waiting call at shutdown once: aborts its signal, and logs no error when it gives up on that signal', async () => {
+    const { logger, lines } = collectingLogger();
+    const inFlight = new InFlightCalls();
+    const handler = unary('GetValidSubjectToken', { logger, inFlight }, validate, (_input, ctx) => {
+      const { signal } = ctx;
+      return new Promise((_resolve, reject) =>
+        signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }),
+      );
+    });
+    const { answer } = invoke(handler);
+    assert.equal(inFlight.calls.size, 1);
+    const shutdown = new BrokerError(ErrorReason.SHUTTING_DOWN, 'the server is shutting down');
+    assert.equal(inFlight.endAll(shutdown), 1);
+    assert.equal((await answer).err?.code, status.UNAVAILABLE);
+    await turn();
+    assert.equal(inFlight.calls.size, 0);
+    assert.deepEqual(
+      lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.msg),
+      [],
+      'giving up on the shutdown signal is not an error',
+    );
+  });
 });
