@@ -20,7 +20,7 @@
  * broker instead of the server layer.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GetValidSubjectTokenRequest } from '../src/gen/credbroker/v1/broker.js';
 import { waitServing, writeBrokerConfig } from './lib/broker.js';
@@ -59,7 +59,10 @@ const profileTarget = profiled?.startsWith('--cpu-prof=')
 if (profileTarget === 'broker' && !withBroker) throw new Error('--cpu-prof=broker needs --broker');
 const profArgs = (name: string) =>
   cpuProf && profileTarget === name ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
-/** `--trace-gc`: every target runs with node --trace-gc; GC pauses per call are printed by kind. */
+/**
+ * `--trace-gc`: every target runs with node --trace-gc; GC pauses per call are printed by kind, and
+ * each target's GC lines of the measured rounds are kept in .tmp/layer-cost/gc-<target>.log.
+ */
 const traceGc = process.argv.includes('--trace-gc');
 const gcArgs = traceGc ? ['--trace-gc'] : [];
 const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
@@ -171,6 +174,7 @@ async function cpuPerCall(target: (typeof targets)[number], n: number, label: st
   });
   if (r.failed > 0 || r.http200 !== n)
     throw new Error(`${label}: ${r.failed} failed, ${r.http200}/${n} HTTP 200`);
+  p99Ms[target.name]?.push(r.p99Ms);
   return ((cpuSeconds(pid) - cpu0) * 1e6) / n;
 }
 
@@ -186,6 +190,7 @@ if (traceGc) {
       const lines = (partial + d.toString()).split('\n');
       partial = lines.pop() ?? '';
       if (measuring !== t.name) return;
+      appendFileSync(join(work, `gc-${t.name.replace(' ', '-')}.log`), lines.join('\n') + '\n');
       for (const line of lines) {
         const m = GC_LINE.exec(line);
         if (m) gcPauses[t.name]![m[1]!] = (gcPauses[t.name]![m[1]!] ?? 0) + Number(m[2]);
@@ -195,8 +200,11 @@ if (traceGc) {
 }
 const windows: ProfileWindow[] = [];
 const perCall: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+/** Each measured round's p99 latency per target (warm-ups are not recorded). */
+const p99Ms: Record<string, number[]> = {};
 try {
   for (const t of targets) await cpuPerCall(t, Math.ceil(requests / 4), `warmup-${t.name.replace(' ', '-')}`);
+  for (const t of targets) p99Ms[t.name] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const t of targets) {
       const startNs = process.hrtime.bigint();
@@ -208,6 +216,10 @@ try {
     console.log(
       `round ${round}: CPU µs/call  ${targets.map((t) => `${t.name} ${perCall[t.name]!.at(-1)!.toFixed(1)}`).join('  ')}`,
     );
+    if (rps > 0)
+      console.log(
+        `round ${round}: p99 ms       ${targets.map((t) => `${t.name} ${p99Ms[t.name]!.at(-1)!.toFixed(2)}`).join('  ')}`,
+      );
   }
   console.log(
     `peak RSS (VmHWM) MiB: ${targets.map((t) => `${t.name} ${peakRssMiB(t.child.proc.pid!)}`).join('  ')}`,
