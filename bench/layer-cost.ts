@@ -190,10 +190,13 @@ if (traceGc) {
       const lines = (partial + d.toString()).split('\n');
       partial = lines.pop() ?? '';
       if (measuring !== t.name) return;
-      appendFileSync(join(work, `gc-${t.name.replace(' ', '-')}.log`), lines.join('\n') + '\n');
-      for (const line of lines) {
-        const m = GC_LINE.exec(line);
-        if (m) gcPauses[t.name]![m[1]!] = (gcPauses[t.name]![m[1]!] ?? 0) + Number(m[2]);
+      // Only the GC lines: a broker's stdout also carries its call and audit lines.
+      const gcLines = lines.filter((line) => GC_LINE.test(line));
+      if (gcLines.length > 0)
+        appendFileSync(join(work, `gc-${t.name.replace(' ', '-')}.log`), `${gcLines.join('\n')}\n`);
+      for (const line of gcLines) {
+        const m = GC_LINE.exec(line)!;
+        gcPauses[t.name]![m[1]!] = (gcPauses[t.name]![m[1]!] ?? 0) + Number(m[2]);
       }
     });
   }
