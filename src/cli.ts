@@ -4,15 +4,12 @@
  * Exit codes: 0 success, 1 failure, 2 usage or configuration error.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { stringify } from 'yaml';
-import { checkHealth, localAddress } from './cli/healthcheck.js';
-import { generateKey } from './cli/keygen.js';
-import { runRotateKeys } from './cli/rotate-keys.js';
 import { parseDuration } from './config/duration.js';
-import { ConfigError, loadConfig, maskConfig } from './config/load.js';
-import { validateDeployment } from './deployment.js';
+import { ConfigError } from './config/error.js';
 import { IdpConfigError } from './idp/registry.js';
-import { serve } from './main.js';
+
+// Each command imports what it needs when it runs: `serve` must not keep the YAML parser, the
+// configuration schema or the other commands on its heap (src/config/isolated.ts).
 
 interface Command {
   readonly summary: string;
@@ -34,7 +31,10 @@ const commands: Record<string, Command> = {
   CREDBROKER_CONFIG) plus CREDBROKER_* variables; see docs/configuration.md.
   SIGTERM/SIGINT: NOT_SERVING, drain in-flight calls for shutdown_grace, exit 0.`,
     options: configOption,
-    run: (values) => serve(env, values.config as string | undefined),
+    run: async (values) => {
+      const { serve } = await import('./main.js');
+      return serve(env, values.config as string | undefined);
+    },
   },
   'check-config': {
     summary: 'validate the configuration and print it, secrets masked',
@@ -47,6 +47,11 @@ const commands: Record<string, Command> = {
   identity provider.`,
     options: configOption,
     run: async (values) => {
+      const [{ loadConfig, maskConfig }, { validateDeployment }, { stringify }] = await Promise.all([
+        import('./config/load.js'),
+        import('./deployment.js'),
+        import('yaml'),
+      ]);
       const config = loadConfig({ env, file: values.config as string | undefined });
       const deployment = await validateDeployment(config);
       process.stdout.write(stringify(maskConfig(config)));
@@ -67,6 +72,7 @@ const commands: Record<string, Command> = {
   and set active_key to the id to start sealing new records with it.`,
     options: {},
     run: async () => {
+      const { generateKey } = await import('./cli/keygen.js');
       const { id, key } = generateKey();
       process.stdout.write(`${id}:${key}\n`);
       return 0;
@@ -82,13 +88,15 @@ const commands: Record<string, Command> = {
   with the position to --resume from, then a summary (re-sealed, already current,
   undecryptable). Exit 0 done, 1 Redis failed mid-way, 2 configuration error.`,
     options: { ...configOption, resume: { type: 'string' } },
-    run: (values) =>
-      runRotateKeys({
+    run: async (values) => {
+      const { runRotateKeys } = await import('./cli/rotate-keys.js');
+      return runRotateKeys({
         env,
         configFile: values.config as string | undefined,
         resume: values.resume as string | undefined,
         out: (line) => process.stdout.write(`${line}\n`),
-      }),
+      });
+    },
   },
   healthcheck: {
     summary: 'call grpc.health.v1 Check; exit 0 only when SERVING',
@@ -105,8 +113,10 @@ const commands: Record<string, Command> = {
     run: async (values) => {
       const timeoutMs = parseDuration(values.timeout as string);
       if (timeoutMs === undefined) throw new UsageError('--timeout: expected a duration like 3s');
+      const { checkHealth, localAddress } = await import('./cli/healthcheck.js');
       let address = values.address as string | undefined;
       if (address === undefined) {
+        const { loadConfig } = await import('./config/load.js');
         const config = loadConfig({ env, file: values.config as string | undefined });
         address = localAddress(config.health_listen !== '' ? config.health_listen : config.listen);
       }

@@ -8,7 +8,8 @@
  * so a deployment validates while Redis or an IdP is down.
  */
 import type { ServerCredentials } from '@grpc/grpc-js';
-import { ConfigError, type Config } from './config/load.js';
+import { ConfigError } from './config/error.js';
+import type { Config } from './config/load.js';
 import type { IdpRegistry } from './core/idp-client.js';
 import { createIdpRegistry, IdpConfigError } from './idp/registry.js';
 import { createLogger, type Logger } from './logger.js';

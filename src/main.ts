@@ -3,7 +3,8 @@
  * shut down gracefully and exit 0.
  */
 import { createApp } from './app.js';
-import { loadConfig, type Config } from './config/load.js';
+import { loadConfigIsolated } from './config/isolated.js';
+import type { Config } from './config/load.js';
 import { validateDeployment } from './deployment.js';
 import { createLogger, flushStdout, type Logger } from './logger.js';
 import { routeGrpcLogs } from './server/grpc-logs.js';
@@ -87,7 +88,7 @@ export async function serve(
   env: Readonly<Record<string, string | undefined>>,
   file?: string,
 ): Promise<number> {
-  const config = loadConfig({ env, file });
+  const config = await loadConfigIsolated({ env, file });
   const logger = createLogger({ level: config.log_level, pretty: config.log_pretty });
   const { server } = await startBroker(config, logger);
   const signal = await shutdownSignal();

@@ -5,17 +5,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { ConfigError, deepFreeze } from './error.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  /** One line per problem: `field: what is wrong`. */
-  readonly problems: readonly string[];
-  constructor(problems: readonly string[]) {
-    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
-    this.problems = problems;
-  }
-}
+export { ConfigError } from './error.js';
 
 type DeepReadonly<T> = T extends (infer U)[]
   ? readonly DeepReadonly<U>[]
@@ -182,14 +175,6 @@ function formatPath(path: readonly PropertyKey[]): string {
       typeof key === 'number' ? `${out}[${key}]` : out === '' ? String(key) : `${out}.${String(key)}`,
     '',
   );
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
 }
 
 export interface LoadConfigOptions {

@@ -9,7 +9,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '../config/load.js';
+import { ConfigError } from '../config/error.js';
 
 /** AES-256: 32-byte keys. */
 export const KEY_BYTES = 32;

@@ -6,7 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { ConfigError, type StoreConfig } from '../config/load.js';
+import { ConfigError } from '../config/error.js';
+import type { StoreConfig } from '../config/load.js';
 
 /** Period of the Cluster command client's slot-map refresh (CLUSTER SLOTS), ms. */
 const CLUSTER_SLOTS_REFRESH_MS = 5_000;

@@ -1,0 +1,23 @@
+/**
+ * ConfigError, on its own so that the serving process can name it without loading the
+ * configuration's parser and schema (./load.ts; the `serve` command validates in a worker:
+ * ./isolated.ts).
+ */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  /** One line per problem: `field: what is wrong`. */
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+/** Freezes `value` and everything it holds. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from '../../src/config/error.js';
+import { loadConfigIsolated } from '../../src/config/isolated.js';
+import { loadConfig } from '../../src/config/load.js';
+
+/** `credbroker serve` loads its configuration in a worker (src/config/isolated.ts). */
+describe('loadConfigIsolated', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'credbroker-isolated-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const write = (name: string, text: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it('gives what loadConfig gives: file, environment and secret files, deeply frozen', async () => {
+    const secret = write('secret', 'isolated-client-secret\n');
+    const file = write(
+      'ok.yaml',
+      `listen: 127.0.0.1:0
+providers:
+  - id: corp
+    issuer: https://idp.example.com
+    client_id: broker
+    client_secret_file: ${secret}
+    redirect_uris: [https://app.example.com/callback]
+`,
+    );
+    const env = { CREDBROKER_LOG_LEVEL: 'warn' };
+    const isolated = await loadConfigIsolated({ env, file });
+    assert.deepEqual(isolated, loadConfig({ env, file }));
+    assert.equal(isolated.providers[0]!.client_secret, 'isolated-client-secret');
+    assert.equal(isolated.log_level, 'warn');
+    assert.deepEqual(isolated.source, { file, env: ['CREDBROKER_LOG_LEVEL'] });
+    assert.ok(Object.isFrozen(isolated) && Object.isFrozen(isolated.providers[0]));
+  });
+
+  it('rejects with the ConfigError loadConfig throws, every problem named', async () => {
+    const file = write('bad.yaml', 'listen: 127.0.0.1:0\nstore:\n  kind: nowhere\n');
+    const env = { CREDBROKER_LOG_LEVEL: 'loud', CREDBROKER_NOT_A_SETTING: '1' };
+    let expected: readonly string[] = [];
+    try {
+      loadConfig({ env, file });
+    } catch (err) {
+      expected = (err as ConfigError).problems;
+    }
+    assert.ok(expected.length >= 3, `expected several problems, got ${expected.join('; ')}`);
+    await assert.rejects(loadConfigIsolated({ env, file }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, expected);
+      return true;
+    });
+  });
+
+  it('names an unreadable file as loadConfig does', async () => {
+    await assert.rejects(loadConfigIsolated({ env: {}, file: join(dir, 'missing.yaml') }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [`config file ${join(dir, 'missing.yaml')}: cannot read it (ENOENT)`]);
+      return true;
+    });
+  });
+});
