@@ -12,12 +12,3 @@ export class ConfigError extends Error {
     this.problems = problems;
   }
 }
-
-/** Freezes `value` and everything it holds. */
-export function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
-}

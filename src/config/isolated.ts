@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ConfigError, deepFreeze } from './error.js';
+import { deepFreeze } from '../core/freeze.js';
+import { ConfigError } from './error.js';
 import type { Config } from './load.js';
 
 export interface IsolatedLoadOptions {

@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, deepFreeze } from './error.js';
+import { deepFreeze } from '../core/freeze.js';
+import { ConfigError } from './error.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 
 export { ConfigError } from './error.js';

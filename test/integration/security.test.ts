@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect } from 'node:tls';
+import { connect, TLSSocket } from 'node:tls';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import type { BrokerApi, CallContext } from '../../src/broker/api.js';
 import { notImplementedApi } from '../helpers/not-implemented.js';
@@ -186,6 +186,49 @@ callers:
       }
       assert.equal(api.callers.length, before, 'no handler ran');
       assert.equal(callLines(), linesBefore, 'no call reached the service');
+    });
+
+    it('reads a connection’s certificate once, and never lends one connection’s caller to another', async () => {
+      const ordersClient = tlsClient(ts.address, orders);
+      const webClient = tlsClient(ts.address, web);
+      const deniedCause = async () => {
+        const e = await callError(webClient, webClient.getValidSubjectToken, {
+          userId: 'alice@example.com',
+          provider: 'corp',
+          minValidFor: undefined,
+        });
+        return [e.code, e.errorInfo.metadata.caller];
+      };
+      // First calls: both connections are up and their certificates read.
+      assert.equal((await getToken(ordersClient, 'corp')).accessToken, TOKEN);
+      assert.deepEqual(await deniedCause(), [status.PERMISSION_DENIED, 'web-login']);
+
+      const original = TLSSocket.prototype.getPeerCertificate;
+      let reads = 0;
+      TLSSocket.prototype.getPeerCertificate = function (this: TLSSocket, ...args: [boolean?]) {
+        // The server's side of a connection (a client reads the server's certificate too).
+        if ((this as { server?: unknown }).server !== undefined) reads++;
+        return original.apply(this, args as [true]);
+      } as typeof original;
+      try {
+        const before = api.callers.length;
+        for (let i = 0; i < 5; i++) {
+          assert.equal((await getToken(ordersClient, 'corp')).accessToken, TOKEN);
+          assert.deepEqual(await deniedCause(), [status.PERMISSION_DENIED, 'web-login']);
+        }
+        assert.deepEqual(api.callers.slice(before), Array(5).fill('orders-service'));
+        assert.equal(reads, 0, 'ten calls on two known connections read no certificate');
+
+        // A new connection with the other certificate: read once, and it is web-login's.
+        const second = tlsClient(ts.address, web);
+        for (let i = 0; i < 3; i++) {
+          const e = await startLogin(second);
+          assert.equal(e.code, status.UNIMPLEMENTED, 'web-login may call StartLogin');
+        }
+        assert.equal(reads, 1, 'the new connection’s certificate was read once');
+      } finally {
+        TLSSocket.prototype.getPeerCertificate = original;
+      }
     });
 
     it('answers PERMISSION_DENIED when the certificate’s caller may not call that RPC', async () => {
