@@ -9,8 +9,8 @@ import { createLoginFlow } from './broker/login.js';
 import type { BrokerMetrics } from './broker/metrics.js';
 import type { Config } from './config/load.js';
 import { createIdpRegistry } from './idp/registry.js';
-import type { Logger } from './logger.js';
-import { createStore, loadKeyRing, type KeyRing } from './store/index.js';
+import { setUserHashKey, type Logger } from './logger.js';
+import { createStore, loadKeyRing, userHashKeyOf, type KeyRing } from './store/index.js';
 import type { IdpRegistry } from './core/idp-client.js';
 import type { AuditLog } from './broker/audit.js';
 import { createAuditLog } from './server/security/audit.js';
@@ -42,6 +42,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   const keyRing = options.validated ? options.validated.keyRing : loadKeyRing(config.store);
   // docs/architecture.md §3: no key at all means storage disabled, loudly.
   const storageEnabled = config.store.subject_tokens && keyRing !== undefined;
+  // User ids in log lines: keyed by the active key's derived key when there is a ring.
+  setUserHashKey(keyRing === undefined ? undefined : userHashKeyOf(keyRing.active));
   if (config.store.subject_tokens && keyRing === undefined) {
     logger.warn('store.subject_tokens is on but no encryption key is configured: token storage is DISABLED');
   }

@@ -98,6 +98,38 @@ const commands: Record<string, Command> = {
       });
     },
   },
+  'hash-user-id': {
+    summary: "print a user id's handle in log and audit lines, under each key",
+    usage: `credbroker hash-user-id --user USER_ID [--config FILE]
+
+  Log and audit lines name a user by a handle, never by the id: 16 hex digits of an HMAC
+  under a key derived from the store's active key (src/store/key-ring.ts). Prints the handle
+  of USER_ID under every key in the ring, active first, one \`HANDLE  key ID\` line each, so
+  that lines written before a key rotation are found too; without a key ring, the unkeyed
+  handle. Reads the configuration only: contacts neither Redis nor an identity provider.`,
+    options: { ...configOption, user: { type: 'string' } },
+    run: async (values) => {
+      const userId = values.user as string | undefined;
+      if (userId === undefined || userId === '')
+        throw new UsageError('--user: the user id to hash is required');
+      const [{ loadConfig }, { loadKeyRing, userHashKeyOf }, { userIdHash }] = await Promise.all([
+        import('./config/load.js'),
+        import('./store/key-ring.js'),
+        import('./logger.js'),
+      ]);
+      const ring = loadKeyRing(loadConfig({ env, file: values.config as string | undefined }).store);
+      if (ring === undefined) {
+        process.stdout.write(`${userIdHash(userId, undefined)}  unkeyed (no store key configured)\n`);
+        return 0;
+      }
+      const ids = [ring.active.id, ...ring.ids.filter((id) => id !== ring.active.id)];
+      for (const id of ids) {
+        const hash = userIdHash(userId, userHashKeyOf(ring.get(id)!));
+        process.stdout.write(`${hash}  key ${id}${id === ring.active.id ? ' (active)' : ''}\n`);
+      }
+      return 0;
+    },
+  },
   healthcheck: {
     summary: 'call grpc.health.v1 Check; exit 0 only when SERVING',
     usage: `credbroker healthcheck [--address HOST:PORT] [--service NAME] [--timeout 3s] [--config FILE]

@@ -6,7 +6,7 @@
  * `redact`). pino's wildcard paths (`*.key`, `*.*.key`) did the same at ~300 µs per call, half
  * of the broker's CPU on the hot path (docs/PERFORMANCE.md); the one-pass censor costs ~40 µs.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { pino, stdSerializers, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
@@ -394,16 +394,41 @@ export class LineWriter {
 /** Recently hashed user ids: a call logs its user twice (call line, audit line), callers repeat. */
 const userHashes = new Map<string, string>();
 const MAX_CACHED_USER_HASHES = 10_000;
+/** What user ids are hashed with in this process's lines; undefined: no key (see userIdHash). */
+let userHashKey: Buffer | undefined;
 
 /**
- * A stable, non-reversible handle for a user id in logs: SHA-256 truncated to 16 hex digits.
- * Lets operators correlate lines for one user without writing the id (often an email) down.
- * Memoized (bounded): the hash was ~3 % of the hot path's CPU, computed twice per call.
+ * Sets the key this process hashes user ids with in its log and audit lines: once at start-up,
+ * derived from the store's active key (src/store/key-ring.ts userHashKeyOf); undefined for none.
+ */
+export function setUserHashKey(key: Buffer | undefined): void {
+  userHashKey = key;
+  userHashes.clear();
+}
+
+/**
+ * The handle of a user id in logs: 16 hex digits of HMAC-SHA-256 under `key`, or of a plain
+ * SHA-256 without one. Lets operators correlate lines for one user without writing the id
+ * (often an e-mail address) down. Only the keyed form keeps the id from whoever reads the logs:
+ * a plain hash of a guessable id is found by hashing guesses. `credbroker hash-user-id` prints
+ * the handle an id has under each configured key.
+ */
+export function userIdHash(userId: string, key: Buffer | undefined): string {
+  const hash =
+    key === undefined
+      ? createHash('sha256').update('credbroker:user:').update(userId)
+      : createHmac('sha256', key).update(userId);
+  return hash.digest('hex').slice(0, 16);
+}
+
+/**
+ * userIdHash under this process's key (setUserHashKey). Memoized (bounded): the hash was ~3 % of
+ * the hot path's CPU, computed twice per call.
  */
 export function hashUserId(userId: string): string {
   let hash = userHashes.get(userId);
   if (hash === undefined) {
-    hash = createHash('sha256').update('credbroker:user:').update(userId).digest('hex').slice(0, 16);
+    hash = userIdHash(userId, userHashKey);
     if (userHashes.size >= MAX_CACHED_USER_HASHES) userHashes.clear();
     userHashes.set(userId, hash);
   }

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkHealth } from '../../src/cli/healthcheck.js';
+import { userIdHash } from '../../src/logger.js';
+import { userHashKeyOf } from '../../src/store/key-ring.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/ports.js';
 import { waitForPort } from '../helpers/redis.js';
@@ -26,7 +29,7 @@ describe('credbroker CLI', function () {
   it('prints help for every command', async () => {
     const top = await runCli(['--help']);
     assert.equal(top.code, 0);
-    for (const command of ['serve', 'check-config', 'keygen', 'healthcheck']) {
+    for (const command of ['serve', 'check-config', 'keygen', 'healthcheck', 'hash-user-id']) {
       assert.match(top.stdout, new RegExp(`\\b${command}\\b`));
       const help = await runCli([command, '--help']);
       assert.equal(help.code, 0, help.stderr);
@@ -40,6 +43,33 @@ describe('credbroker CLI', function () {
     const [id, key] = result.stdout.trim().split(':');
     assert.match(id!, /^k\d{8}[0-9a-f]{4}$/);
     assert.equal(Buffer.from(key!, 'base64').length, 32);
+  });
+
+  it('hash-user-id prints the handle under every store key, active first, as the logs write it', async () => {
+    const [k1, k2] = [randomBytes(32), randomBytes(32)];
+    const env = {
+      CREDBROKER_KEYS: `k1:${k1.toString('base64')},k2:${k2.toString('base64')}`,
+      CREDBROKER_ACTIVE_KEY: 'k2',
+    };
+    const result = await runCli(['hash-user-id', '--user', 'alice@example.com'], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      `${userIdHash('alice@example.com', userHashKeyOf({ id: 'k2', key: k2 }))}  key k2 (active)\n` +
+        `${userIdHash('alice@example.com', userHashKeyOf({ id: 'k1', key: k1 }))}  key k1\n`,
+    );
+    assert.ok(!result.stdout.includes('alice'), 'the id itself is not printed');
+
+    const unkeyed = await runCli(['hash-user-id', '--user', 'alice@example.com']);
+    assert.equal(unkeyed.code, 0, unkeyed.stderr);
+    assert.equal(
+      unkeyed.stdout,
+      `${userIdHash('alice@example.com', undefined)}  unkeyed (no store key configured)\n`,
+    );
+
+    const missing = await runCli(['hash-user-id']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /--user: the user id to hash is required/);
   });
 
   it('check-config prints the effective config with secrets masked', async () => {

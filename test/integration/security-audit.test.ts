@@ -12,9 +12,10 @@ import { join } from 'node:path';
 import { credentials, Metadata, status, type Interceptor, InterceptingCall } from '@grpc/grpc-js';
 import { loadConfig } from '../../src/config/load.js';
 import { CredentialBrokerClient, TokenSource } from '../../src/gen/credbroker/v1/broker.js';
-import { createLogger, hashUserId } from '../../src/logger.js';
+import { createLogger, userIdHash } from '../../src/logger.js';
 import { hashApiKey } from '../../src/server/security/api-keys.js';
-import { createStore, loadKeyRing } from '../../src/store/index.js';
+import { createStore, loadKeyRing, userHashKeyOf } from '../../src/store/index.js';
+import { runCli } from '../helpers/cli.js';
 import type { TokenStore } from '../../src/core/token-store.js';
 import {
   brokerEnv,
@@ -29,6 +30,7 @@ import { startRedis, type RedisServer } from '../helpers/redis.js';
 const WEB_KEY = `web-${randomBytes(12).toString('hex')}`;
 const ORDERS_KEY = `orders-${randomBytes(12).toString('hex')}`;
 const USER = 'audit-user@example.com';
+const STORE_KEY = randomBytes(32);
 
 /** A client that sends `authorization: Bearer <key>` on every call (works on plaintext channels). */
 function keyedClient(address: string, key: string): CredentialBrokerClient {
@@ -49,6 +51,7 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
   let provider: TestOidcProvider;
   let broker: BrokerProcess;
   let store: TokenStore;
+  let env: Record<string, string>;
   const clients: CredentialBrokerClient[] = [];
 
   before(async () => {
@@ -67,8 +70,8 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
 `,
     );
     [redis, provider] = await Promise.all([startRedis(), startOidcProvider()]);
-    const env = {
-      ...brokerEnv({ redisUrl: redis.url, provider, keys: `k1:${randomBytes(32).toString('base64')}` }),
+    env = {
+      ...brokerEnv({ redisUrl: redis.url, provider, keys: `k1:${STORE_KEY.toString('base64')}` }),
       CREDBROKER_CONFIG: configFile,
       // API keys over plaintext loopback need insecure (the test has no TLS here).
       CREDBROKER_INSECURE: 'true',
@@ -144,7 +147,13 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
       'denied CALLER_FORBIDDEN orders-service StartLogin',
       'revoke ok web-login RevokeSubjectToken',
     ]);
-    const user = hashUserId(USER);
+    // The handle is keyed (by the store key's derived key): not the plain hash anyone could
+    // compute from a guessed id, and what `credbroker hash-user-id` prints for an operator.
+    const user = userIdHash(USER, userHashKeyOf({ id: 'k1', key: STORE_KEY }));
+    assert.notEqual(user, userIdHash(USER, undefined));
+    const printed = await runCli(['hash-user-id', '--user', USER], env);
+    assert.equal(printed.code, 0, printed.stderr);
+    assert.equal(printed.stdout, `${user}  key k1 (active)\n`);
     for (const r of audit.filter((r) => r.event !== 'login_start' && r.event !== 'denied')) {
       assert.equal(r.user, user, `${String(r.event)} names the user (hashed)`);
       assert.equal(r.provider, 'corp');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { reauthRequired } from '../../src/core/errors.js';
-import { hashUserId } from '../../src/logger.js';
+import { hashUserId, setUserHashKey, userIdHash } from '../../src/logger.js';
+import { userHashKeyOf } from '../../src/store/key-ring.js';
 import { storeUnavailable } from '../../src/store/redis-store.js';
 import { captureLogs } from '../helpers/log-capture.js';
 
@@ -15,6 +16,43 @@ describe('logger', () => {
     const err = logs.records()[0]!.err as { metadata: Record<string, string>; message: string };
     assert.deepEqual(err.metadata, { cause: 'NO_TOKEN', provider: 'corp', userIdHash: hashUserId(USER) });
     assert.match(err.message, /no token is stored/);
+  });
+
+  it('names a user by a keyed handle when the process has a key, by the plain hash without one', () => {
+    const key = userHashKeyOf({ id: 'k1', key: Buffer.alloc(32, 7) });
+    const plain = userIdHash(USER, undefined);
+    const keyed = userIdHash(USER, key);
+    assert.match(plain, /^[0-9a-f]{16}$/);
+    assert.match(keyed, /^[0-9a-f]{16}$/);
+    assert.notEqual(keyed, plain, 'the keyed handle is not the one anyone can compute');
+    assert.equal(userIdHash(USER, key), keyed, 'stable');
+    assert.notEqual(userIdHash('bob@example.com', key), keyed);
+    assert.notEqual(userIdHash(USER, userHashKeyOf({ id: 'k2', key: Buffer.alloc(32, 8) })), keyed);
+    try {
+      setUserHashKey(undefined); // whatever an app built by an earlier test set
+      assert.equal(hashUserId(USER), plain);
+      setUserHashKey(key);
+      assert.equal(hashUserId(USER), keyed, 'the memo was cleared with the new key');
+      const logs = captureLogs();
+      logs.logger.warn({ err: reauthRequired('NO_TOKEN', { provider: 'corp', userId: USER }) }, 'x');
+      const err = logs.records()[0]!.err as { metadata: Record<string, string> };
+      assert.equal(err.metadata.userIdHash, keyed);
+    } finally {
+      setUserHashKey(undefined);
+    }
+    assert.equal(hashUserId(USER), plain);
+  });
+
+  it('derives the user-id hash key from a ring key under its own label, never the key itself', () => {
+    const ringKey = { id: 'k1', key: Buffer.alloc(32, 7) };
+    const derived = userHashKeyOf(ringKey);
+    assert.equal(derived.length, 32);
+    assert.ok(!derived.equals(ringKey.key));
+    assert.ok(
+      derived.equals(userHashKeyOf({ id: 'other-id', key: Buffer.alloc(32, 7) })),
+      'depends on the bytes only',
+    );
+    assert.ok(!derived.equals(userHashKeyOf({ id: 'k1', key: Buffer.alloc(32, 8) })));
   });
 
   it('drops the command ioredis attaches to an error, keeping its message', () => {
