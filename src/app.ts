@@ -10,7 +10,8 @@ import type { BrokerMetrics } from './broker/metrics.js';
 import type { Config } from './config/load.js';
 import { createIdpRegistry } from './idp/registry.js';
 import { setUserHashKey, type Logger } from './logger.js';
-import { createStore, loadKeyRing, userHashKeyOf, type KeyRing } from './store/index.js';
+import { createStore, loadKeyRing, type KeyRing } from './store/index.js';
+import { UNKEYED_USER_HASH_WARNING, userHashKeys } from './log-keys.js';
 import type { IdpRegistry } from './core/idp-client.js';
 import type { AuditLog } from './broker/audit.js';
 import { createAuditLog } from './server/security/audit.js';
@@ -42,8 +43,10 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   const keyRing = options.validated ? options.validated.keyRing : loadKeyRing(config.store);
   // docs/architecture.md §3: no key at all means storage disabled, loudly.
   const storageEnabled = config.store.subject_tokens && keyRing !== undefined;
-  // User ids in log lines: keyed by the active key's derived key when there is a ring.
-  setUserHashKey(keyRing === undefined ? undefined : userHashKeyOf(keyRing.active));
+  // User ids in log lines: under log_user_hash_key, else the active store key's derived key.
+  const userHashKey = userHashKeys(config, keyRing)[0]!.key;
+  setUserHashKey(userHashKey);
+  if (userHashKey === undefined) logger.warn(UNKEYED_USER_HASH_WARNING);
   if (config.store.subject_tokens && keyRing === undefined) {
     logger.warn('store.subject_tokens is on but no encryption key is configured: token storage is DISABLED');
   }

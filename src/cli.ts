@@ -99,33 +99,30 @@ const commands: Record<string, Command> = {
     },
   },
   'hash-user-id': {
-    summary: "print a user id's handle in log and audit lines, under each key",
-    usage: `credbroker hash-user-id --user USER_ID [--config FILE]
+    summary: "print a user id's handle in log and audit lines",
+    usage: `credbroker hash-user-id --user USER_ID|- [--config FILE]
 
-  Log and audit lines name a user by a handle, never by the id: 16 hex digits of an HMAC
-  under a key derived from the store's active key (src/store/key-ring.ts). Prints the handle
-  of USER_ID under every key in the ring, active first, one \`HANDLE  key ID\` line each, so
-  that lines written before a key rotation are found too; without a key ring, the unkeyed
-  handle. Reads the configuration only: contacts neither Redis nor an identity provider.`,
+  Log and audit lines name a user by a handle, never by the id: 16 hex digits of an HMAC under
+  log_user_hash_key, or else under a key derived from each store key (see docs/configuration.md,
+  "User ids in logs"). Prints USER_ID's handle under each, the one this configuration writes
+  with first, one \`HANDLE  SOURCE\` line each. \`--user -\` reads the id from standard input
+  (keeps it out of the process list and the shell history). Reads the configuration only:
+  contacts neither Redis nor an identity provider.`,
     options: { ...configOption, user: { type: 'string' } },
     run: async (values) => {
-      const userId = values.user as string | undefined;
+      let userId = values.user as string | undefined;
+      if (userId === '-') userId = (await readStdin()).replace(/\r?\n$/, '');
       if (userId === undefined || userId === '')
         throw new UsageError('--user: the user id to hash is required');
-      const [{ loadConfig }, { loadKeyRing, userHashKeyOf }, { userIdHash }] = await Promise.all([
+      const [{ loadConfig }, { loadKeyRing }, { userHashKeys }, { userIdHash }] = await Promise.all([
         import('./config/load.js'),
         import('./store/key-ring.js'),
+        import('./log-keys.js'),
         import('./logger.js'),
       ]);
-      const ring = loadKeyRing(loadConfig({ env, file: values.config as string | undefined }).store);
-      if (ring === undefined) {
-        process.stdout.write(`${userIdHash(userId, undefined)}  unkeyed (no store key configured)\n`);
-        return 0;
-      }
-      const ids = [ring.active.id, ...ring.ids.filter((id) => id !== ring.active.id)];
-      for (const id of ids) {
-        const hash = userIdHash(userId, userHashKeyOf(ring.get(id)!));
-        process.stdout.write(`${hash}  key ${id}${id === ring.active.id ? ' (active)' : ''}\n`);
+      const config = loadConfig({ env, file: values.config as string | undefined });
+      for (const { name, key } of userHashKeys(config, loadKeyRing(config.store))) {
+        process.stdout.write(`${userIdHash(userId, key)}  ${name}\n`);
       }
       return 0;
     },
@@ -165,6 +162,12 @@ const commands: Record<string, Command> = {
 };
 
 class UsageError extends Error {}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 /** One problem: one line. Several: one line each under a heading. */
 function configErrorText(problems: readonly string[]): string {

@@ -12,6 +12,7 @@ import { ConfigError } from './config/error.js';
 import type { Config } from './config/load.js';
 import type { IdpRegistry } from './core/idp-client.js';
 import { createIdpRegistry, IdpConfigError } from './idp/registry.js';
+import { UNKEYED_USER_HASH_WARNING, userHashKeys } from './log-keys.js';
 import { createLogger, type Logger } from './logger.js';
 import { checkExposure } from './server/security/exposure.js';
 import { createTlsCredentials } from './server/security/tls.js';
@@ -80,5 +81,6 @@ export async function validateDeployment(config: Config, logger: Logger = silent
   }
   if (problems.length > 0 || idps === undefined) throw new ConfigError(problems);
   const warnings = config.store.subject_tokens && keyRing === undefined ? [STORAGE_DISABLED_WARNING] : [];
+  if (userHashKeys(config, keyRing)[0]!.key === undefined) warnings.push(UNKEYED_USER_HASH_WARNING);
   return { credentials, keyRing, idps, insecure: exposure.warnings, warnings };
 }

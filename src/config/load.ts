@@ -7,7 +7,12 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { deepFreeze } from '../core/freeze.js';
 import { ConfigError } from './error.js';
-import { configSchema, type ParsedConfig } from './schema.js';
+import {
+  configSchema,
+  MIN_USER_HASH_KEY_CHARS,
+  USER_HASH_KEY_TOO_SHORT,
+  type ParsedConfig,
+} from './schema.js';
 
 export { ConfigError } from './error.js';
 
@@ -36,6 +41,8 @@ const ENV: Record<string, { path: readonly string[]; kind: Kind }> = {
   CREDBROKER_REFLECTION: { path: ['reflection'], kind: 'boolean' },
   CREDBROKER_LOG_LEVEL: { path: ['log_level'], kind: 'string' },
   CREDBROKER_LOG_PRETTY: { path: ['log_pretty'], kind: 'boolean' },
+  CREDBROKER_LOG_USER_HASH_KEY: { path: ['log_user_hash_key'], kind: 'string' },
+  CREDBROKER_LOG_USER_HASH_KEY_FILE: { path: ['log_user_hash_key_file'], kind: 'string' },
   CREDBROKER_SHUTDOWN_GRACE: { path: ['shutdown_grace'], kind: 'string' },
   CREDBROKER_SHUTDOWN_DELAY: { path: ['shutdown_delay'], kind: 'string' },
   CREDBROKER_MAX_RECEIVE_MESSAGE_BYTES: { path: ['max_receive_message_bytes'], kind: 'integer' },
@@ -241,6 +248,13 @@ export function loadConfig(options: LoadConfigOptions): Config {
       return '';
     }
   };
+  if (config.log_user_hash_key_file !== undefined) {
+    const key = readSecret('log_user_hash_key_file', config.log_user_hash_key_file);
+    if (key !== '' && key.length < MIN_USER_HASH_KEY_CHARS) {
+      problems.push(`log_user_hash_key_file: the key ${USER_HASH_KEY_TOO_SHORT}`);
+    }
+    config.log_user_hash_key = key;
+  }
   config.providers.forEach((p, i) => {
     if (p.client_secret === undefined && p.client_secret_file !== undefined) {
       p.client_secret = readSecret(`providers[${i}].client_secret_file`, p.client_secret_file);
@@ -259,7 +273,7 @@ export function loadConfig(options: LoadConfigOptions): Config {
 }
 
 const MASK = '***';
-const SECRET_FIELDS = new Set(['client_secret', 'keys', 'password']);
+const SECRET_FIELDS = new Set(['client_secret', 'keys', 'password', 'log_user_hash_key']);
 
 /** The password of a `scheme://user:password@host` URL (store.redis_url, redis_cluster). */
 const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^/:@]*:)[^/@]*@/i;

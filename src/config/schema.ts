@@ -343,6 +343,10 @@ const tlsSchema = z.strictObject({
   reload_interval: duration.prefault(DEFAULT_TLS_RELOAD_INTERVAL),
 });
 
+/** log_user_hash_key: at least this many characters (e.g. a base64 key from `credbroker keygen`). */
+export const MIN_USER_HASH_KEY_CHARS = 32;
+export const USER_HASH_KEY_TOO_SHORT = `must be at least ${MIN_USER_HASH_KEY_CHARS} characters (e.g. the base64 part of \`credbroker keygen\`)`;
+
 export const configSchema = z
   .strictObject({
     listen: hostPort.default(DEFAULT_LISTEN),
@@ -352,6 +356,9 @@ export const configSchema = z
     reflection: z.boolean().default(true),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     log_pretty: z.boolean().default(false),
+    /** The key user ids are hashed with in log lines (src/log-keys.ts); a secret. */
+    log_user_hash_key: z.string().min(MIN_USER_HASH_KEY_CHARS, USER_HASH_KEY_TOO_SHORT).optional(),
+    log_user_hash_key_file: z.string().min(1).optional(),
     shutdown_grace: duration.prefault(DEFAULT_SHUTDOWN_GRACE),
     shutdown_delay: duration.prefault(DEFAULT_SHUTDOWN_DELAY),
     max_receive_message_bytes: z
@@ -372,6 +379,13 @@ export const configSchema = z
     callers: z.array(callerSchema).default([]),
   })
   .superRefine((c, ctx) => {
+    if (c.log_user_hash_key !== undefined && c.log_user_hash_key_file !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['log_user_hash_key_file'],
+        message: 'set log_user_hash_key or log_user_hash_key_file, not both',
+      });
+    }
     const seen = new Set<string>();
     c.providers.forEach((p, i) => {
       if (seen.has(p.id))

@@ -11,7 +11,7 @@ import type { RecordCacheStats } from './record-cache.js';
 import { createRedisStore } from './redis-store.js';
 import type { TokenStore } from '../core/token-store.js';
 
-export { KeyRingError, loadKeyRing, userHashKeyOf, type KeyRing } from './key-ring.js';
+export { KeyRingError, loadKeyRing, type KeyRing } from './key-ring.js';
 export { createMemoryBackend, createMemoryStore } from './memory-store.js';
 
 /**

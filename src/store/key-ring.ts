@@ -7,7 +7,6 @@
  * A malformed key is a start-up error that names the problem (entry, id, file) but never prints
  * key material. No key at all → undefined: storage is disabled (the caller warns loudly).
  */
-import { hkdfSync } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../config/error.js';
@@ -174,18 +173,4 @@ export function loadKeyRing(settings: KeyRingSettings): KeyRing | undefined {
     return undefined;
   }
   return createKeyRing(keys, settings.active_key);
-}
-
-/** HKDF-SHA-256 `info` of the user-id hash key: a key of its own, not the sealing key. */
-const USER_HASH_INFO = 'credbroker:v1 log user-id hash key';
-
-/**
- * The key user ids are hashed with in log and audit lines (src/logger.ts userIdHash), derived
- * from a ring key with HKDF-SHA-256 under its own label: every replica with the same key ring
- * writes the same handle for a user, nobody without the key can test a guessed id against it,
- * and the derived key reveals nothing about the sealing key. A new active key means new handles:
- * `credbroker hash-user-id` prints the handle under every key in the ring.
- */
-export function userHashKeyOf(key: RingKey): Buffer {
-  return Buffer.from(hkdfSync('sha256', key.key, Buffer.alloc(0), USER_HASH_INFO, KEY_BYTES));
 }

@@ -20,16 +20,18 @@ process.once('exit', () => {
 export function spawnCli(
   args: readonly string[],
   env: Record<string, string> = {},
+  input?: string,
 ): ChildProcess & { output(): CliResult; exited: Promise<CliResult> } {
   const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (input !== undefined) child.stdin!.end(input);
   children.add(child);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const output = (): CliResult => ({ code: child.exitCode, signal: child.signalCode, stdout, stderr });
   const exited = new Promise<CliResult>((resolve) =>
     child.once('close', (code, signal) => {
@@ -45,8 +47,9 @@ export async function runCli(
   args: readonly string[],
   env: Record<string, string> = {},
   timeoutMs = 15_000,
+  input?: string,
 ): Promise<CliResult> {
-  const child = spawnCli(args, env);
+  const child = spawnCli(args, env, input);
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   const result = await child.exited;
   clearTimeout(timer);

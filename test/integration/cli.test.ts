@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkHealth } from '../../src/cli/healthcheck.js';
 import { userIdHash } from '../../src/logger.js';
-import { userHashKeyOf } from '../../src/store/key-ring.js';
+import { deriveUserHashKey } from '../../src/log-keys.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/ports.js';
 import { waitForPort } from '../helpers/redis.js';
@@ -45,31 +45,46 @@ describe('credbroker CLI', function () {
     assert.equal(Buffer.from(key!, 'base64').length, 32);
   });
 
-  it('hash-user-id prints the handle under every store key, active first, as the logs write it', async () => {
+  it('hash-user-id prints the handle under every key the logs may have used, the one written with first', async () => {
     const [k1, k2] = [randomBytes(32), randomBytes(32)];
-    const env = {
+    const keys = {
       CREDBROKER_KEYS: `k1:${k1.toString('base64')},k2:${k2.toString('base64')}`,
       CREDBROKER_ACTIVE_KEY: 'k2',
     };
-    const result = await runCli(['hash-user-id', '--user', 'alice@example.com'], env);
-    assert.equal(result.code, 0, result.stderr);
+    const id = 'alice@example.com';
+    const fromRing = await runCli(['hash-user-id', '--user', id], keys);
+    assert.equal(fromRing.code, 0, fromRing.stderr);
     assert.equal(
-      result.stdout,
-      `${userIdHash('alice@example.com', userHashKeyOf({ id: 'k2', key: k2 }))}  key k2 (active)\n` +
-        `${userIdHash('alice@example.com', userHashKeyOf({ id: 'k1', key: k1 }))}  key k1\n`,
+      fromRing.stdout,
+      `${userIdHash(id, deriveUserHashKey(k2))}  store key k2 (active)\n` +
+        `${userIdHash(id, deriveUserHashKey(k1))}  store key k1\n`,
     );
-    assert.ok(!result.stdout.includes('alice'), 'the id itself is not printed');
+    assert.ok(!fromRing.stdout.includes('alice'), 'the id itself is not printed');
 
-    const unkeyed = await runCli(['hash-user-id', '--user', 'alice@example.com']);
-    assert.equal(unkeyed.code, 0, unkeyed.stderr);
-    assert.equal(
-      unkeyed.stdout,
-      `${userIdHash('alice@example.com', undefined)}  unkeyed (no store key configured)\n`,
+    // log_user_hash_key wins over the ring; the id may come on stdin.
+    const logKey = randomBytes(24).toString('base64');
+    const own = await runCli(
+      ['hash-user-id', '--user', '-'],
+      { ...keys, CREDBROKER_LOG_USER_HASH_KEY: logKey },
+      15_000,
+      `${id}\n`,
     );
+    assert.equal(own.code, 0, own.stderr);
+    const expected = userIdHash(id, deriveUserHashKey(Buffer.from(logKey, 'utf8')));
+    assert.equal(own.stdout, `${expected}  log_user_hash_key\n`);
+    assert.ok(!expected.startsWith(userIdHash(id, deriveUserHashKey(k2))));
+
+    const unkeyed = await runCli(['hash-user-id', '--user', id]);
+    assert.equal(unkeyed.code, 0, unkeyed.stderr);
+    assert.equal(unkeyed.stdout, `${userIdHash(id, undefined)}  unkeyed\n`);
 
     const missing = await runCli(['hash-user-id']);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /--user: the user id to hash is required/);
+    const short = await runCli(['hash-user-id', '--user', id], { CREDBROKER_LOG_USER_HASH_KEY: 'too-short' });
+    assert.equal(short.code, 2);
+    assert.match(short.stderr, /log_user_hash_key: must be at least 32 characters/);
+    assert.ok(!short.stderr.includes('too-short'), 'the key is not echoed');
   });
 
   it('check-config prints the effective config with secrets masked', async () => {
@@ -79,11 +94,23 @@ describe('credbroker CLI', function () {
       `listen: 127.0.0.1:50051\nproviders:\n  - id: corp\n    issuer: https://login.example.com\n    client_id: c\n    client_secret_file: ${secret}\n    redirect_uris: [https://app.example.com/cb]\n`,
     );
     const key = Buffer.alloc(32, 7).toString('base64');
-    const result = await runCli(['check-config', '--config', config], { CREDBROKER_KEYS: `k1:${key}` });
+    const logKey = write('log-key', 'log-user-hash-key-0123456789abcdefghij\n');
+    const result = await runCli(['check-config', '--config', config], {
+      CREDBROKER_KEYS: `k1:${key}`,
+      CREDBROKER_LOG_USER_HASH_KEY_FILE: logKey,
+    });
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /client_secret: "\*\*\*"/);
+    assert.match(result.stdout, /log_user_hash_key: "\*\*\*"/);
     assert.ok(!result.stdout.includes('sup3r-s3cret'));
     assert.ok(!result.stdout.includes(key));
+    assert.ok(!result.stdout.includes('log-user-hash-key-0123'));
+
+    // Neither log_user_hash_key nor store keys: user ids in logs are plain hashes, said on stderr.
+    const unkeyed = await runCli(['check-config', '--config', config]);
+    assert.equal(unkeyed.code, 0, unkeyed.stderr);
+    assert.match(unkeyed.stderr, /warning: user ids in log lines are plain SHA-256 hashes/);
+    assert.ok(!result.stderr.includes('plain SHA-256'), 'no such warning with a key');
   });
 
   for (const [what, yaml, field] of [

@@ -14,7 +14,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { CredentialBrokerClient, TokenSource } from '../../src/gen/credbroker/v1/broker.js';
 import { createLogger, userIdHash } from '../../src/logger.js';
 import { hashApiKey } from '../../src/server/security/api-keys.js';
-import { createStore, loadKeyRing, userHashKeyOf } from '../../src/store/index.js';
+import { createStore, loadKeyRing } from '../../src/store/index.js';
+import { deriveUserHashKey } from '../../src/log-keys.js';
 import { runCli } from '../helpers/cli.js';
 import type { TokenStore } from '../../src/core/token-store.js';
 import {
@@ -149,11 +150,11 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
     ]);
     // The handle is keyed (by the store key's derived key): not the plain hash anyone could
     // compute from a guessed id, and what `credbroker hash-user-id` prints for an operator.
-    const user = userIdHash(USER, userHashKeyOf({ id: 'k1', key: STORE_KEY }));
+    const user = userIdHash(USER, deriveUserHashKey(STORE_KEY));
     assert.notEqual(user, userIdHash(USER, undefined));
     const printed = await runCli(['hash-user-id', '--user', USER], env);
     assert.equal(printed.code, 0, printed.stderr);
-    assert.equal(printed.stdout, `${user}  key k1 (active)\n`);
+    assert.equal(printed.stdout, `${user}  store key k1 (active)\n`);
     for (const r of audit.filter((r) => r.event !== 'login_start' && r.event !== 'denied')) {
       assert.equal(r.user, user, `${String(r.event)} names the user (hashed)`);
       assert.equal(r.provider, 'corp');

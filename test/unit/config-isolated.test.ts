@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../src/config/error.js';
 import { loadConfigIsolated } from '../../src/config/isolated.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -57,6 +58,38 @@ providers:
       assert.deepEqual(err.problems, expected);
       return true;
     });
+  });
+
+  it('rejects, never hangs, when the worker fails: it throws, exits without an answer, or answers an error', async () => {
+    // Plain JavaScript workers: the same `new Worker(url)` branch as the built server's.
+    const worker = (name: string, code: string) => pathToFileURL(write(name, code));
+    await assert.rejects(
+      loadConfigIsolated({ env: {} }, worker('throws.mjs', "throw new Error('worker broke');")),
+      /worker broke/,
+    );
+    await assert.rejects(
+      loadConfigIsolated({ env: {} }, worker('silent.mjs', 'process.exit(3);')),
+      /the worker exited with code 3/,
+    );
+    await assert.rejects(
+      loadConfigIsolated(
+        { env: {} },
+        worker(
+          'message.mjs',
+          "import { parentPort } from 'node:worker_threads'; parentPort.postMessage({ ok: false, message: 'odd failure' });",
+        ),
+      ),
+      (err: unknown) =>
+        !(err instanceof ConfigError) && /loading the configuration failed: odd failure/.test(String(err)),
+    );
+    const config = await loadConfigIsolated(
+      { env: {} },
+      worker(
+        'ok.mjs',
+        "import { parentPort, workerData } from 'node:worker_threads'; parentPort.postMessage({ ok: true, config: { nested: { file: workerData.file ?? null } } });",
+      ),
+    );
+    assert.ok(Object.isFrozen(config) && Object.isFrozen((config as unknown as { nested: object }).nested));
   });
 
   it('names an unreadable file as loadConfig does', async () => {

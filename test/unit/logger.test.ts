@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { reauthRequired } from '../../src/core/errors.js';
 import { hashUserId, setUserHashKey, userIdHash } from '../../src/logger.js';
-import { userHashKeyOf } from '../../src/store/key-ring.js';
+import { deriveUserHashKey, userHashKeys } from '../../src/log-keys.js';
 import { storeUnavailable } from '../../src/store/redis-store.js';
 import { captureLogs } from '../helpers/log-capture.js';
 
@@ -19,7 +19,7 @@ describe('logger', () => {
   });
 
   it('names a user by a keyed handle when the process has a key, by the plain hash without one', () => {
-    const key = userHashKeyOf({ id: 'k1', key: Buffer.alloc(32, 7) });
+    const key = deriveUserHashKey(Buffer.alloc(32, 7));
     const plain = userIdHash(USER, undefined);
     const keyed = userIdHash(USER, key);
     assert.match(plain, /^[0-9a-f]{16}$/);
@@ -27,7 +27,7 @@ describe('logger', () => {
     assert.notEqual(keyed, plain, 'the keyed handle is not the one anyone can compute');
     assert.equal(userIdHash(USER, key), keyed, 'stable');
     assert.notEqual(userIdHash('bob@example.com', key), keyed);
-    assert.notEqual(userIdHash(USER, userHashKeyOf({ id: 'k2', key: Buffer.alloc(32, 8) })), keyed);
+    assert.notEqual(userIdHash(USER, deriveUserHashKey(Buffer.alloc(32, 8))), keyed);
     try {
       setUserHashKey(undefined); // whatever an app built by an earlier test set
       assert.equal(hashUserId(USER), plain);
@@ -43,16 +43,36 @@ describe('logger', () => {
     assert.equal(hashUserId(USER), plain);
   });
 
-  it('derives the user-id hash key from a ring key under its own label, never the key itself', () => {
-    const ringKey = { id: 'k1', key: Buffer.alloc(32, 7) };
-    const derived = userHashKeyOf(ringKey);
+  it('derives the user-id hash key under its own label, never the material itself', () => {
+    const material = Buffer.alloc(32, 7);
+    const derived = deriveUserHashKey(material);
     assert.equal(derived.length, 32);
-    assert.ok(!derived.equals(ringKey.key));
-    assert.ok(
-      derived.equals(userHashKeyOf({ id: 'other-id', key: Buffer.alloc(32, 7) })),
-      'depends on the bytes only',
+    assert.ok(!derived.equals(material));
+    assert.ok(derived.equals(deriveUserHashKey(Buffer.alloc(32, 7))), 'stable');
+    assert.ok(!derived.equals(deriveUserHashKey(Buffer.alloc(32, 8))));
+  });
+
+  it('hashes with log_user_hash_key when set, else the active store key, else unkeyed', () => {
+    const ring = {
+      active: { id: 'k2', key: Buffer.alloc(32, 2) },
+      ids: ['k1', 'k2'],
+      get: (id: string) => ({ id, key: Buffer.alloc(32, id === 'k1' ? 1 : 2) }),
+    };
+    const own = userHashKeys({ log_user_hash_key: 'x'.repeat(32) }, ring);
+    assert.deepEqual(
+      own.map((k) => k.name),
+      ['log_user_hash_key'],
     );
-    assert.ok(!derived.equals(userHashKeyOf({ id: 'k1', key: Buffer.alloc(32, 8) })));
+    assert.ok(own[0]!.key!.equals(deriveUserHashKey(Buffer.from('x'.repeat(32)))));
+    const fromRing = userHashKeys({ log_user_hash_key: undefined }, ring);
+    assert.deepEqual(
+      fromRing.map((k) => k.name),
+      ['store key k2 (active)', 'store key k1'],
+    );
+    assert.ok(fromRing[0]!.key!.equals(deriveUserHashKey(Buffer.alloc(32, 2))));
+    assert.deepEqual(userHashKeys({ log_user_hash_key: undefined }, undefined), [
+      { name: 'unkeyed', key: undefined },
+    ]);
   });
 
   it('drops the command ioredis attaches to an error, keeping its message', () => {

@@ -3,9 +3,9 @@
  * `audit` to the same destination as the service log, so operators route it by `name`. It sits
  * at `info` whatever `log_level` says (an audit trail is not debug output); only `silent`
  * silences it. Entries carry names, ids and outcomes — never token material (src/broker/audit.ts).
- * The user id is written as `user`, the same truncated SHA-256 as in the call log
- * (src/logger.ts hashUserId): user ids are often e-mail addresses, and the hash still answers
- * "whose token went to which caller" for an operator who hashes the id in question.
+ * The user id is written as `user`, the same keyed handle as in the call log (src/logger.ts
+ * hashUserId, src/log-keys.ts): user ids are often e-mail addresses, and the handle still answers
+ * "whose token went to which caller" for an operator who runs `credbroker hash-user-id`.
  */
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
