@@ -7,6 +7,7 @@ export default tseslint.config(
     ignores: [
       'src/gen/**',
       'dist/**',
+      '.tmp/**',
       'node_modules/**',
       'examples/**',
       'test/polyglot/.gen/**',
