@@ -105,13 +105,14 @@ const commands: Record<string, Command> = {
   Log and audit lines name a user by a handle, never by the id: 16 hex digits of an HMAC under
   log_user_hash_key, or else under a key derived from each store key (see docs/configuration.md,
   "User ids in logs"). Prints USER_ID's handle under each, the one this configuration writes
-  with first, one \`HANDLE  SOURCE\` line each. \`--user -\` reads the id from standard input
-  (keeps it out of the process list and the shell history). Reads the configuration only:
+  with first, one \`HANDLE  SOURCE\` line each (with log_user_hash_key set, the store keys'
+  handles follow: lines written before it was set). \`--user -\` reads the id from standard
+  input, or asks for it on a terminal (keeps it out of the process list and the shell history). Reads the configuration only:
   contacts neither Redis nor an identity provider.`,
     options: { ...configOption, user: { type: 'string' } },
     run: async (values) => {
       let userId = values.user as string | undefined;
-      if (userId === '-') userId = (await readStdin()).replace(/\r?\n$/, '');
+      if (userId === '-') userId = await readUserId();
       if (userId === undefined || userId === '')
         throw new UsageError('--user: the user id to hash is required');
       const [{ loadConfig }, { loadKeyRing }, { userHashKeys }, { userIdHash }] = await Promise.all([
@@ -121,9 +122,15 @@ const commands: Record<string, Command> = {
         import('./logger.js'),
       ]);
       const config = loadConfig({ env, file: values.config as string | undefined });
-      for (const { name, key } of userHashKeys(config, loadKeyRing(config.store))) {
-        process.stdout.write(`${userIdHash(userId, key)}  ${name}\n`);
+      const ring = loadKeyRing(config.store);
+      const keys = userHashKeys(config, ring);
+      // Lines written before log_user_hash_key was set carry the store keys' handles.
+      if (config.log_user_hash_key !== undefined && ring !== undefined) {
+        for (const k of userHashKeys({ log_user_hash_key: undefined }, ring)) {
+          keys.push({ name: `${k.name}, without log_user_hash_key`, key: k.key });
+        }
       }
+      for (const { name, key } of keys) process.stdout.write(`${userIdHash(userId, key)}  ${name}\n`);
       return 0;
     },
   },
@@ -163,10 +170,22 @@ const commands: Record<string, Command> = {
 
 class UsageError extends Error {}
 
-async function readStdin(): Promise<string> {
+/** The user id from standard input: one line, prompted for on a terminal. */
+async function readUserId(): Promise<string> {
+  if (process.stdin.isTTY) {
+    const { createInterface } = await import('node:readline/promises');
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      return (await rl.question('user id: ')).trim();
+    } finally {
+      rl.close();
+    }
+  }
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/[\r\n]+$/, '');
 }
 
 /** One problem: one line. Several: one line each under a heading. */

@@ -4,6 +4,7 @@
  *
  * - `log_user_hash_key` when set: one key, independent of the store's keys — it survives their
  *   rotation, and whoever searches logs needs it, not the keys that open every stored token.
+ *   Changing it changes every handle (`hash-user-id` knows only the current one).
  * - Otherwise one derived from each store key, the active key first (the process writes with
  *   that one): keyed by default, but a store-key rotation changes every handle, and once an old
  *   key is removed its handles can no longer be computed.
@@ -35,7 +36,7 @@ export function userHashKeys(
   config: Pick<Config, 'log_user_hash_key'>,
   ring: KeyRing | undefined,
 ): UserHashKey[] {
-  if (config.log_user_hash_key !== undefined && config.log_user_hash_key !== '') {
+  if (config.log_user_hash_key !== undefined) {
     return [
       { name: 'log_user_hash_key', key: deriveUserHashKey(Buffer.from(config.log_user_hash_key, 'utf8')) },
     ];

@@ -398,8 +398,8 @@ const MAX_CACHED_USER_HASHES = 10_000;
 let userHashKey: Buffer | undefined;
 
 /**
- * Sets the key this process hashes user ids with in its log and audit lines: once at start-up,
- * derived from the store's active key (src/store/key-ring.ts userHashKeyOf); undefined for none.
+ * Sets the key this process hashes user ids with in its log and audit lines: once at start-up
+ * (src/app.ts, from src/log-keys.ts userHashKeys); undefined for none.
  */
 export function setUserHashKey(key: Buffer | undefined): void {
   userHashKey = key;

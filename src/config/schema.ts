@@ -357,7 +357,7 @@ export const configSchema = z
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     log_pretty: z.boolean().default(false),
     /** The key user ids are hashed with in log lines (src/log-keys.ts); a secret. */
-    log_user_hash_key: z.string().min(MIN_USER_HASH_KEY_CHARS, USER_HASH_KEY_TOO_SHORT).optional(),
+    log_user_hash_key: z.string().trim().min(MIN_USER_HASH_KEY_CHARS, USER_HASH_KEY_TOO_SHORT).optional(),
     log_user_hash_key_file: z.string().min(1).optional(),
     shutdown_grace: duration.prefault(DEFAULT_SHUTDOWN_GRACE),
     shutdown_delay: duration.prefault(DEFAULT_SHUTDOWN_DELAY),

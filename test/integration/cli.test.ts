@@ -71,8 +71,13 @@ describe('credbroker CLI', function () {
     );
     assert.equal(own.code, 0, own.stderr);
     const expected = userIdHash(id, deriveUserHashKey(Buffer.from(logKey, 'utf8')));
-    assert.equal(own.stdout, `${expected}  log_user_hash_key\n`);
-    assert.ok(!expected.startsWith(userIdHash(id, deriveUserHashKey(k2))));
+    assert.equal(
+      own.stdout,
+      `${expected}  log_user_hash_key\n` +
+        `${userIdHash(id, deriveUserHashKey(k2))}  store key k2 (active), without log_user_hash_key\n` +
+        `${userIdHash(id, deriveUserHashKey(k1))}  store key k1, without log_user_hash_key\n`,
+    );
+    assert.notEqual(expected, userIdHash(id, deriveUserHashKey(k2)));
 
     const unkeyed = await runCli(['hash-user-id', '--user', id]);
     assert.equal(unkeyed.code, 0, unkeyed.stderr);
@@ -84,6 +89,15 @@ describe('credbroker CLI', function () {
     const short = await runCli(['hash-user-id', '--user', id], { CREDBROKER_LOG_USER_HASH_KEY: 'too-short' });
     assert.equal(short.code, 2);
     assert.match(short.stderr, /log_user_hash_key: must be at least 32 characters/);
+    const spaces = await runCli(['hash-user-id', '--user', id], {
+      CREDBROKER_LOG_USER_HASH_KEY: ' '.repeat(40),
+    });
+    assert.equal(spaces.code, 2, 'a key of blanks is no key');
+    // Surrounding whitespace (a Secret made from a file ends in a newline) is not part of the key.
+    const padded = await runCli(['hash-user-id', '--user', id], {
+      CREDBROKER_LOG_USER_HASH_KEY: `${logKey}\n`,
+    });
+    assert.equal(padded.stdout.split('  ')[0], expected);
     assert.ok(!short.stderr.includes('too-short'), 'the key is not echoed');
   });
 

@@ -32,6 +32,7 @@ const WEB_KEY = `web-${randomBytes(12).toString('hex')}`;
 const ORDERS_KEY = `orders-${randomBytes(12).toString('hex')}`;
 const USER = 'audit-user@example.com';
 const STORE_KEY = randomBytes(32);
+const LOG_KEY = randomBytes(32).toString('base64');
 
 /** A client that sends `authorization: Bearer <key>` on every call (works on plaintext channels). */
 function keyedClient(address: string, key: string): CredentialBrokerClient {
@@ -76,6 +77,7 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
       CREDBROKER_CONFIG: configFile,
       // API keys over plaintext loopback need insecure (the test has no TLS here).
       CREDBROKER_INSECURE: 'true',
+      CREDBROKER_LOG_USER_HASH_KEY: LOG_KEY,
     };
     broker = await startBrokerProcess(env);
     const config = loadConfig({ env });
@@ -148,13 +150,15 @@ describe('audit trail of a serving broker (real Redis, real OpenID Provider)', f
       'denied CALLER_FORBIDDEN orders-service StartLogin',
       'revoke ok web-login RevokeSubjectToken',
     ]);
-    // The handle is keyed (by the store key's derived key): not the plain hash anyone could
-    // compute from a guessed id, and what `credbroker hash-user-id` prints for an operator.
-    const user = userIdHash(USER, deriveUserHashKey(STORE_KEY));
+    // The handle is keyed (log_user_hash_key wins over the store key): not the plain hash anyone
+    // could compute from a guessed id, and what `credbroker hash-user-id` prints first.
+    const user = userIdHash(USER, deriveUserHashKey(Buffer.from(LOG_KEY, 'utf8')));
     assert.notEqual(user, userIdHash(USER, undefined));
+    assert.notEqual(user, userIdHash(USER, deriveUserHashKey(STORE_KEY)));
     const printed = await runCli(['hash-user-id', '--user', USER], env);
     assert.equal(printed.code, 0, printed.stderr);
-    assert.equal(printed.stdout, `${user}  store key k1 (active)\n`);
+    assert.equal(printed.stdout.split('\n')[0], `${user}  log_user_hash_key`);
+    assert.ok(!output.includes(LOG_KEY), 'the log key is not in the output');
     for (const r of audit.filter((r) => r.event !== 'login_start' && r.event !== 'denied')) {
       assert.equal(r.user, user, `${String(r.event)} names the user (hashed)`);
       assert.equal(r.provider, 'corp');

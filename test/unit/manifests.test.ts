@@ -165,6 +165,7 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     }
     const envNames = (container.env as K8s[]).map((e) => e.name);
     assert.ok(envNames.includes('CREDBROKER_KEYS') && envNames.includes('CREDBROKER_SHUTDOWN_DELAY'));
+    assert.ok(config.log_user_hash_key, 'user ids in logs are hashed with a key of their own (a Secret)');
     assert.ok(
       pod.terminationGracePeriodSeconds * 1000 > config.shutdown_delay + config.shutdown_grace,
       'terminationGracePeriodSeconds exceeds shutdown_delay + shutdown_grace',
