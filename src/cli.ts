@@ -6,7 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { parseDuration } from './config/duration.js';
 import { ConfigError } from './config/error.js';
-import { IdpConfigError } from './idp/registry.js';
+import { IdpConfigError } from './idp/config-error.js';
 
 // Each command imports what it needs when it runs: `serve` must not keep the YAML parser, the
 // configuration schema or the other commands on its heap (src/config/isolated.ts).

@@ -13,6 +13,9 @@ import type { IdpClient, IdpRegistry } from '../core/idp-client.js';
 import { createOidcClient } from './oidc-client.js';
 import { insecureUrlProblem } from './transport.js';
 import { resolvePreset } from './presets.js';
+import { IdpConfigError } from './config-error.js';
+
+export { IdpConfigError } from './config-error.js';
 
 export interface IdpRegistryOptions {
   readonly logger: Logger;
@@ -21,11 +24,6 @@ export interface IdpRegistryOptions {
   readonly readFile?: (path: string) => string;
   /** HTTP client for every IdP call; default the global fetch. */
   readonly fetch?: typeof fetch;
-}
-
-/** A provider configuration that cannot work. The message names the field, never a secret. */
-export class IdpConfigError extends Error {
-  override readonly name = 'IdpConfigError';
 }
 
 function checkUrls(p: ProviderConfig, urls: Record<string, string | undefined>): void {
