@@ -107,8 +107,8 @@ const commands: Record<string, Command> = {
   "User ids in logs"). Prints USER_ID's handle under each, the one this configuration writes
   with first, one \`HANDLE  SOURCE\` line each (with log_user_hash_key set, the store keys'
   handles follow: lines written before it was set). \`--user -\` reads the id from standard
-  input, or asks for it on a terminal (keeps it out of the process list and the shell history). Reads the configuration only:
-  contacts neither Redis nor an identity provider.`,
+  input, or asks for it on a terminal: it stays out of the process list and the shell history.
+  Reads the configuration only: contacts neither Redis nor an identity provider.`,
     options: { ...configOption, user: { type: 'string' } },
     run: async (values) => {
       let userId = values.user as string | undefined;
