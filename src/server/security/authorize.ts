@@ -128,7 +128,7 @@ interface CallInternals {
 }
 
 /** The call's HTTP/2 session; undefined when grpc-js's internals are not as expected. */
-export function sessionOf(call: ServerUnaryCall<unknown, unknown>): object | undefined {
+function sessionOf(call: ServerUnaryCall<unknown, unknown>): object | undefined {
   const session = (call as CallInternals).call?.stream?.session;
   return typeof session === 'object' && session !== null && session.constructor.name === 'ServerHttp2Session'
     ? session
