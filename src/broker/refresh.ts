@@ -32,6 +32,11 @@ import { countStoreErrors, releaseLock, withUserLock, type UserLockContext } fro
 
 /** RetryInfo when the IdP is unavailable and sent no Retry-After. */
 export const DEFAULT_IDP_RETRY_MS = 1000;
+/**
+ * How long, in lock leases, the store remembers that a rejected refresh deleted a record: a
+ * caller waiting for that refresh re-reads within a poll interval (a quarter lease) of its release.
+ */
+export const REJECTED_CAUSE_TTL_LEASES = 2;
 
 /** The token part of a record: what a caller is handed. */
 export type ServedToken = Pick<
@@ -205,11 +210,28 @@ function runFlight(
     timedOut: () => refreshInProgress(ref),
     afterWait: async () => {
       const rec = await counted(ctx, 'get', ctx.store.getToken(ref));
-      if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+      if (rec === undefined) throw await gone(ctx, ref);
       return usable(ctx, rec, state) ? served(rec, state) : undefined;
     },
     underLock: (owner) => underLock(ctx, ref, idp, state, owner),
   });
+}
+
+/**
+ * The error for a record found gone after waiting for another caller's refresh, or under the
+ * lock it released: REFRESH_REJECTED when that refresh was rejected by the IdP and deleted it —
+ * on whichever replica it ran (the store remembers the cause for REJECTED_CAUSE_TTL_LEASES
+ * leases) — else NO_TOKEN. Callers of the same replica share the refresh's own error instead
+ * (the single flight).
+ */
+async function gone(ctx: RefreshContext, ref: SubjectRef): Promise<BrokerError> {
+  let cause: ReauthCause | undefined;
+  try {
+    cause = await counted(ctx, 'get', ctx.store.deletedBecause?.(ref) ?? Promise.resolve(undefined));
+  } catch {
+    // Only the cause is unknown: the record is gone either way.
+  }
+  return reauthRequired(cause ?? ReauthCause.NO_TOKEN, ref);
 }
 
 async function underLock(
@@ -221,7 +243,7 @@ async function underLock(
 ): Promise<RefreshResult> {
   // Double-check under the lock: the previous holder may have refreshed already.
   const rec = await counted(ctx, 'get', ctx.store.getToken(ref));
-  if (rec === undefined) throw reauthRequired(ReauthCause.NO_TOKEN, ref);
+  if (rec === undefined) throw await gone(ctx, ref);
   if (usable(ctx, rec, state)) return served(rec, state);
   if (rec.refreshToken === undefined || rec.refreshToken === '') {
     throw reauthRequired(ReauthCause.NO_REFRESH_TOKEN, ref);
@@ -351,8 +373,16 @@ async function refreshFailed(
     ) {
       return served(current, state);
     }
+    // The cause stays with the store for a while: callers waiting on other replicas learn it.
     if (current !== undefined)
-      await counted(ctx, 'delete', ctx.store.deleteTokenIfGeneration(ref, rec.generation));
+      await counted(
+        ctx,
+        'delete',
+        ctx.store.deleteTokenIfGeneration(ref, rec.generation, {
+          cause: ReauthCause.REFRESH_REJECTED,
+          ttlMs: REJECTED_CAUSE_TTL_LEASES * ctx.lockLeaseMs,
+        }),
+      );
     throw reauthRequired(ReauthCause.REFRESH_REJECTED, ref, err);
   }
   // Network error, timeout, 5xx, 429 — or something unexpected: the grant may well be fine, so

@@ -11,7 +11,7 @@
  * putTokenFenced throw REAUTH_REQUIRED with cause STORE_DISABLED; deletes, login state and
  * locks keep working.
  */
-import type { SubjectRef } from './errors.js';
+import type { ReauthCause, SubjectRef } from './errors.js';
 
 /** One user's tokens at one provider (plaintext of proto credbroker.store.v1.StoredToken). */
 export interface TokenRecord {
@@ -98,6 +98,12 @@ export interface ReadOptions {
   readonly fresh?: boolean | undefined;
 }
 
+/** Why a record is deleted, remembered for a while (TokenStore.deleteTokenIfGeneration). */
+export interface DeletionCause {
+  readonly cause: ReauthCause;
+  readonly ttlMs: number;
+}
+
 export interface TokenStore {
   /** `memory`, `redis`, `redis-cluster` or `redis-sentinel`, for logs and metrics. */
   readonly kind: string;
@@ -156,8 +162,24 @@ export interface TokenStore {
    * already in flight cannot resurrect it. @returns whether a record existed
    */
   deleteToken(ref: SubjectRef): Promise<boolean>;
-  /** Deletes (with tombstone) only if the stored generation is `expectedGeneration`. */
-  deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean>;
+  /**
+   * Deletes (with tombstone) only if the stored generation is `expectedGeneration`. With
+   * `because`, the store remembers why for `because.ttlMs` (deletedBecause); without it, and on
+   * deleteToken and putToken, whatever it remembered is forgotten.
+   */
+  deleteTokenIfGeneration(
+    ref: SubjectRef,
+    expectedGeneration: number,
+    because?: DeletionCause,
+  ): Promise<boolean>;
+  /**
+   * Why ref's record was deleted, when a deleteTokenIfGeneration with a cause deleted it within
+   * that cause's ttl and nothing has been written or deleted since; else undefined. For callers
+   * that find the record gone after waiting for another replica's refresh (src/broker/refresh.ts).
+   * Optional: a store without it reports no cause.
+   * @throws STORE_UNAVAILABLE
+   */
+  deletedBecause?(ref: SubjectRef): Promise<ReauthCause | undefined>;
 
   /**
    * Keeps login state for `ttlMs`, sealed under a key derived from `state` itself (HKDF), and

@@ -7,11 +7,14 @@
  *   credbroker:v1:{<provider>/<user>}:lock    the refresh lock (owner token, PX lease)
  *   credbroker:v1:{<provider>/<user>}:tomb    tombstone: the last generation of a deleted record
  *   credbroker:v1:{<provider>/<user>}:unlock  pub/sub channel notified on lock release
+ *   credbroker:v1:{<provider>/<user>}:cause   why the record was deleted, for a short while: set
+ *                                             when a refresh the IdP rejected deleted it, so that
+ *                                             callers waiting on other replicas are told so
  *   credbroker:v1:login:<sha256 hex of state> sealed login state
  *
  * A downstream token of the user (SubjectRef.downstream set, GetDownstreamToken) has its own
  * record, lock, tombstone and channel under the same hash tag, suffixed with the downstream id:
- *   credbroker:v1:{<provider>/<user>}:dtoken:<downstream>   (and :dlock:, :dtomb:, :dunlock:)
+ *   credbroker:v1:{<provider>/<user>}:dtoken:<downstream>   (and :dlock:, :dtomb:, :dunlock:, :dcause:)
  * Downstream ids are configuration ids ([a-z0-9_-]), so they need no escaping. They are not
  * matched by TOKEN_KEY_PATTERN: rotate-keys leaves these short-lived records to re-seal on read.
  *
@@ -69,6 +72,8 @@ export const tokenKey = (ref: SubjectRef): string =>
   `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'token')}`;
 export const lockKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'lock')}`;
 export const tombKey = (ref: SubjectRef): string => `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'tomb')}`;
+export const causeKey = (ref: SubjectRef): string =>
+  `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'cause')}`;
 export const unlockChannel = (ref: SubjectRef): string =>
   `${KEY_PREFIX}${subjectTag(ref)}:${suffix(ref, 'unlock')}`;
 export const loginKey = (stateId: string): string => `${KEY_PREFIX}login:${stateId}`;

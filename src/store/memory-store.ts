@@ -8,11 +8,18 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../core/clock.js';
-import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../core/errors.js';
+import {
+  BrokerError,
+  ErrorReason,
+  reauthRequired,
+  type ReauthCause,
+  type SubjectRef,
+} from '../core/errors.js';
 import type { KeyRing } from './key-ring.js';
-import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
+import { causeKey, lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey } from './keys.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type {
+  DeletionCause,
   DownstreamWrite,
   LoginState,
   NewTokenRecord,
@@ -37,6 +44,8 @@ export interface MemoryBackend {
   /** `loginEpoch`: beside the envelope as Redis keeps it (hash field `e`), checked without opening. */
   readonly tokens: Map<string, Entry<{ generation: number; sealed: Buffer; loginEpoch?: number }>>;
   readonly tombs: Map<string, Entry<number>>;
+  /** Why a record was deleted (deleteTokenIfGeneration's `because`), keyed like the record. */
+  readonly causes: Map<string, Entry<ReauthCause>>;
   readonly locks: Map<string, Entry<string>>;
   readonly logins: Map<string, Entry<Buffer>>;
   readonly released: EventEmitter;
@@ -46,7 +55,15 @@ export interface MemoryBackend {
 export function createMemoryBackend(): MemoryBackend {
   const released = new EventEmitter();
   released.setMaxListeners(0);
-  return { tokens: new Map(), tombs: new Map(), locks: new Map(), logins: new Map(), released, lastSweep: 0 };
+  return {
+    tokens: new Map(),
+    tombs: new Map(),
+    causes: new Map(),
+    locks: new Map(),
+    logins: new Map(),
+    released,
+    lastSweep: 0,
+  };
 }
 
 export interface MemoryStoreOptions {
@@ -64,7 +81,7 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
   const clock = options.clock ?? systemClock;
   const now = (): number => clock.now();
   const backend = options.backend ?? createMemoryBackend();
-  const { tokens, tombs, locks, logins, released } = backend;
+  const { tokens, tombs, causes, locks, logins, released } = backend;
   const waiters = new Set<() => void>();
   let closed = false;
 
@@ -81,7 +98,7 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
     const t = now();
     if (t - backend.lastSweep < SWEEP_INTERVAL_MS) return;
     backend.lastSweep = t;
-    for (const map of [tokens, tombs, locks, logins] as Map<string, Entry<unknown>>[]) {
+    for (const map of [tokens, tombs, causes, locks, logins] as Map<string, Entry<unknown>>[]) {
       for (const [key, entry] of map) if (entry.expiresAt <= t) map.delete(key);
     }
   };
@@ -112,11 +129,15 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       expiresAt: now() + ttlMs,
     });
     tombs.delete(tombKey(ref));
+    causes.delete(causeKey(ref));
     sweep();
   };
-  const remove = (ref: SubjectRef, generation: number): void => {
+  /** As the Redis store's DELETE: tombstone, and the cause set (or forgotten). */
+  const remove = (ref: SubjectRef, generation: number, because?: DeletionCause): void => {
     tokens.delete(tokenKey(ref));
     tombs.set(tombKey(ref), { value: generation, expiresAt: now() + TOMBSTONE_TTL_MS });
+    if (because === undefined) causes.delete(causeKey(ref));
+    else causes.set(causeKey(ref), { value: because.cause, expiresAt: now() + validTtl(because.ttlMs) });
   };
 
   const readToken = (ref: SubjectRef): TokenRecord | undefined => {
@@ -204,11 +225,21 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       return true;
     },
 
-    async deleteTokenIfGeneration(ref: SubjectRef, expectedGeneration: number): Promise<boolean> {
+    async deleteTokenIfGeneration(
+      ref: SubjectRef,
+      expectedGeneration: number,
+      because?: DeletionCause,
+    ): Promise<boolean> {
       check();
+      if (because !== undefined) validTtl(because.ttlMs);
       if (live(tokens, tokenKey(ref))?.generation !== expectedGeneration) return false;
-      remove(ref, expectedGeneration);
+      remove(ref, expectedGeneration, because);
       return true;
+    },
+
+    async deletedBecause(ref: SubjectRef): Promise<ReauthCause | undefined> {
+      check();
+      return live(causes, causeKey(ref));
     },
 
     async putLoginState(state: string, value: LoginState, ttlMs: number): Promise<void> {

@@ -19,10 +19,10 @@ return g
 `;
 
 /**
- * Unconditional write (login). KEYS: token, tomb. ARGV: expected last generation, envelope,
- * ttl ms, provider, user id. Writes generation last + 1 — also the login epoch `e` — and clears
- * the tombstone, unless another write came first: then returns {0, last} and the caller re-seals
- * with the new generation.
+ * Unconditional write (login). KEYS: token, tomb, cause. ARGV: expected last generation,
+ * envelope, ttl ms, provider, user id. Writes generation last + 1 — also the login epoch `e` —
+ * and clears the tombstone and the deletion cause, unless another write came first: then returns
+ * {0, last} and the caller re-seals with the new generation.
  */
 export const PUT = `
 local g = tonumber(redis.call('HGET', KEYS[1], 'g') or '0')
@@ -33,7 +33,7 @@ if last ~= tonumber(ARGV[1]) then return {0, last} end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'g', last + 1, 'v', ARGV[2], 'p', ARGV[4], 'u', ARGV[5], 'e', last + 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 return {1, last + 1}
 `;
 
@@ -83,10 +83,11 @@ return 1
 `;
 
 /**
- * Delete with tombstone. KEYS: token, tomb. ARGV: tombstone ttl ms, expected generation or ''
- * for unconditional. Returns 1 when a record was deleted. Deleting nothing writes nothing: no
- * fenced write can succeed without a record, so only a real delete needs a tombstone (and
- * revoking unknown users cannot fill Redis with tombstones).
+ * Delete with tombstone. KEYS: token, tomb, cause. ARGV: tombstone ttl ms, expected generation or
+ * '' for unconditional, the deletion's cause or '', the cause's ttl ms. Returns 1 when a record
+ * was deleted; the cause is then set for its ttl, or cleared when none is given (a revoke). Deleting
+ * nothing writes nothing: no fenced write can succeed without a record, so only a real delete
+ * needs a tombstone (and revoking unknown users cannot fill Redis with tombstones).
  */
 export const DELETE = `
 local g = redis.call('HGET', KEYS[1], 'g')
@@ -96,6 +97,11 @@ if not g then return 0 end
 redis.call('DEL', KEYS[1])
 if tonumber(g) > last then last = tonumber(g) end
 redis.call('SET', KEYS[2], last, 'PX', ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('DEL', KEYS[3])
+end
 return 1
 `;
 
@@ -135,10 +141,10 @@ return 1
 
 export const scripts = {
   cbLastGeneration: { numberOfKeys: 2, lua: LAST_GENERATION },
-  cbPut: { numberOfKeys: 2, lua: PUT },
+  cbPut: { numberOfKeys: 3, lua: PUT },
   cbPutFenced: { numberOfKeys: 2, lua: PUT_FENCED },
   cbPutDownstream: { numberOfKeys: 4, lua: PUT_DOWNSTREAM },
-  cbDelete: { numberOfKeys: 2, lua: DELETE },
+  cbDelete: { numberOfKeys: 3, lua: DELETE },
   cbRelease: { numberOfKeys: 1, lua: RELEASE },
   cbRenew: { numberOfKeys: 1, lua: RENEW },
   cbReseal: { numberOfKeys: 1, lua: RESEAL },
@@ -149,7 +155,7 @@ type Arg = string | number | Buffer;
 /** The script commands as ioredis adds them to a client. */
 export interface ScriptCommands {
   cbLastGeneration(token: string, tomb: string): Promise<number>;
-  cbPut(token: string, tomb: string, ...args: Arg[]): Promise<[number, number]>;
+  cbPut(token: string, tomb: string, cause: string, ...args: Arg[]): Promise<[number, number]>;
   cbPutFenced(token: string, lock: string, ...args: Arg[]): Promise<number>;
   cbPutDownstream(
     token: string,
@@ -158,7 +164,7 @@ export interface ScriptCommands {
     subjectToken: string,
     ...args: Arg[]
   ): Promise<'ok' | 'lock' | 'generation' | 'subject'>;
-  cbDelete(token: string, tomb: string, ...args: Arg[]): Promise<number>;
+  cbDelete(token: string, tomb: string, cause: string, ...args: Arg[]): Promise<number>;
   cbRelease(lock: string, owner: string): Promise<number>;
   cbRenew(lock: string, owner: string, leaseMs: number): Promise<number>;
   cbReseal(token: string, expectedGeneration: number, sealed: Buffer): Promise<number>;

@@ -14,16 +14,17 @@
  * refresh, which must not depend on the invalidation arriving first.
  */
 import { randomUUID } from 'node:crypto';
-import { BrokerError, ErrorReason, reauthRequired, type SubjectRef } from '../core/errors.js';
+import { BrokerError, ErrorReason, ReauthCause, reauthRequired, type SubjectRef } from '../core/errors.js';
 import type { Logger } from '../logger.js';
 import { startInvalidation, type InvalidationLink } from './invalidation.js';
 import type { KeyRing } from './key-ring.js';
-import { lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey, unlockChannel } from './keys.js';
+import { causeKey, lockKey, loginKey, tokenKey, TOMBSTONE_TTL_MS, tombKey, unlockChannel } from './keys.js';
 import { createRecordCache, type RecordCache, type RecordCacheStats } from './record-cache.js';
 import { loginStateId, openLoginState, openRecord, sealLoginState, sealRecord } from './record-codec.js';
 import type { RedisClient, RedisConnections } from './redis-connection.js';
 import { scripts, type ScriptCommands } from './redis-scripts.js';
 import type {
+  DeletionCause,
   DownstreamWrite,
   ExpectedDownstream,
   LoginState,
@@ -346,7 +347,16 @@ async function putToken(
     // A login starts a login epoch: the generation it is written with (PUT sets `e` alike).
     const sealed = sealRecord(r.active, ref, { ...record, generation: last + 1, loginEpoch: last + 1 });
     const [ok, generation] = await run(ctx, () =>
-      ctx.redis.cbPut(tokenKey(ref), tombKey(ref), last, sealed, ttl, ref.provider, ref.userId),
+      ctx.redis.cbPut(
+        tokenKey(ref),
+        tombKey(ref),
+        causeKey(ref),
+        last,
+        sealed,
+        ttl,
+        ref.provider,
+        ref.userId,
+      ),
     );
     if (ok === 1) return generation;
     last = generation;
@@ -415,11 +425,29 @@ async function deleteToken(
   ctx: StoreContext,
   ref: SubjectRef,
   expectedGeneration: number | '',
+  because?: DeletionCause,
 ): Promise<boolean> {
+  const causeTtl = because === undefined ? 0 : isPositive(because.ttlMs, 'because.ttlMs');
   const deleted = await run(ctx, () =>
-    ctx.redis.cbDelete(tokenKey(ref), tombKey(ref), TOMBSTONE_TTL_MS, expectedGeneration),
+    ctx.redis.cbDelete(
+      tokenKey(ref),
+      tombKey(ref),
+      causeKey(ref),
+      TOMBSTONE_TTL_MS,
+      expectedGeneration,
+      because?.cause ?? '',
+      causeTtl,
+    ),
   );
   return deleted === 1;
+}
+
+const CAUSES: ReadonlySet<string> = new Set(Object.values(ReauthCause));
+
+/** The cause a delete left (deleteToken's `because`), if it is still there. */
+async function deletedBecause(ctx: StoreContext, ref: SubjectRef): Promise<ReauthCause | undefined> {
+  const cause = await run(ctx, () => ctx.redis.get(causeKey(ref)));
+  return cause !== null && CAUSES.has(cause) ? (cause as ReauthCause) : undefined;
 }
 
 // --- login state ----------------------------------------------------------------------------
@@ -574,8 +602,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisTokenStore {
     putDownstreamToken: (ref, lockOwner, expected, record, ttlMs) =>
       thenForget(ctx, ref, putDownstreamToken(ctx, ref, lockOwner, expected, record, ttlMs)),
     deleteToken: (ref) => thenForget(ctx, ref, deleteToken(ctx, ref, '')),
-    deleteTokenIfGeneration: (ref, expectedGeneration) =>
-      thenForget(ctx, ref, deleteToken(ctx, ref, expectedGeneration)),
+    deleteTokenIfGeneration: (ref, expectedGeneration, because) =>
+      thenForget(ctx, ref, deleteToken(ctx, ref, expectedGeneration, because)),
+    deletedBecause: (ref) => deletedBecause(ctx, ref),
     putLoginState: (state, value, ttlMs) => putLoginState(ctx, state, value, ttlMs),
     consumeLoginState: (state) => consumeLoginState(ctx, state),
     // The domain re-reads the record after taking the lock and after waiting for it, to see a

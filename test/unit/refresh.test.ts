@@ -4,7 +4,7 @@ import type { CallContext, GetTokenResult } from '../../src/broker/api.js';
 import type { SubjectRef } from '../../src/core/errors.js';
 import { createTokenService, type TokenService } from '../../src/broker/get-token.js';
 import { noopBrokerMetrics, type BrokerMetrics } from '../../src/broker/metrics.js';
-import type { IdpClient, TokenSet } from '../../src/core/idp-client.js';
+import { IdpError, type IdpClient, type TokenSet } from '../../src/core/idp-client.js';
 import { createLogger } from '../../src/logger.js';
 import { createKeyRing } from '../../src/store/key-ring.js';
 import { createMemoryStore } from '../../src/store/memory-store.js';
@@ -14,10 +14,14 @@ import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
 
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
 
-/** A plain IdpClient: each refresh waits `delayMs` (on the clock), then issues numbered tokens. */
+/**
+ * A plain IdpClient: each refresh waits `delayMs` (on the clock), then issues numbered tokens —
+ * or fails with `failure` when one is set.
+ */
 interface FakeIdp {
   readonly refreshed: string[];
   delayMs: number;
+  failure: Error | undefined;
   readonly client: IdpClient;
 }
 
@@ -26,12 +30,14 @@ function fakeIdp(clock: FakeClock): FakeIdp {
   const fake: FakeIdp = {
     refreshed: [],
     delayMs: 0,
+    failure: undefined,
     client: {
       ...idpBasics,
       skewMs: MIN,
       refresh: async (refreshToken: string): Promise<TokenSet> => {
         fake.refreshed.push(refreshToken);
         await clock.sleep(fake.delayMs);
+        if (fake.failure !== undefined) throw fake.failure;
         issued += 1;
         return {
           accessToken: `at-${issued}`,
@@ -115,6 +121,42 @@ describe('Refresh under the per-user lock', () => {
     );
     assert.deepEqual(idp.refreshed, ['rt-0']);
     assert.deepEqual(new Set(results.map((r) => r.accessToken)), new Set(['at-1']));
+  });
+
+  it('tells callers waiting on every replica that the IdP rejected the refresh, not that nothing is stored', async () => {
+    idp.delayMs = 50;
+    idp.failure = new IdpError('rejected', 'refresh rejected', { oauthError: 'invalid_grant' });
+    const replicas = [replica(), replica(), replica(), replica()];
+    const outcomes = await clock.run(
+      Promise.all(
+        Array.from({ length: 40 }, (_, i) => brokerError(get(replicas[i % replicas.length]!, ctx(clock)))),
+      ),
+    );
+    assert.deepEqual(idp.refreshed, ['rt-0'], 'one refresh for all of them');
+    // The leader's replica shares the refresh's own error; the other three re-read after the
+    // release and find the record deleted: the store says why.
+    assert.deepEqual(
+      outcomes.map((e) => `${e.reason}/${e.metadata.cause}`),
+      Array.from({ length: 40 }, () => 'REAUTH_REQUIRED/REFRESH_REJECTED'),
+    );
+    assert.equal(await store.getToken(alice), undefined);
+    // A caller after the fact is told what is true then: nothing is stored.
+    const later = await brokerError(clock.run(get(replica(), ctx(clock))));
+    assert.equal(later.metadata.cause, 'NO_TOKEN');
+  });
+
+  it('tells a caller waiting on another replica NO_TOKEN when a revoke deleted the record meanwhile', async () => {
+    idp.delayMs = 50;
+    const [first, second] = [replica(), replica()];
+    const leader = brokerError(get(first, ctx(clock)));
+    await clock.advance(10); // the leader holds the lock, the IdP call in flight
+    const waiter = brokerError(get(second, ctx(clock)));
+    await clock.advance(10);
+    // The user is revoked (a delete without a cause) while both wait for the IdP.
+    assert.equal(await store.deleteToken(alice), true);
+    const [led, waited] = await clock.run(Promise.all([leader, waiter]));
+    assert.equal(led.metadata.cause, 'NO_TOKEN');
+    assert.equal(waited.metadata.cause, 'NO_TOKEN');
   });
 
   it('refreshes once per user for many users at once', async () => {

@@ -253,6 +253,48 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
         assert.equal(await store.getToken(ref), undefined);
       });
 
+      it('remembers why a record was deleted for the cause’s TTL, and only for a real delete', async () => {
+        const because = { cause: 'REFRESH_REJECTED', ttlMs: 400 } as const;
+        const ref = freshRef();
+        assert.equal(await store.deletedBecause?.(ref), undefined);
+        const g = await store.putToken(ref, sampleRecord(), HOUR);
+        // Not the expected generation: nothing deleted, nothing remembered.
+        assert.equal(await store.deleteTokenIfGeneration(ref, g + 1, because), false);
+        assert.equal(await store.deletedBecause?.(ref), undefined);
+        assert.equal(await store.deleteTokenIfGeneration(ref, g, because), true);
+        assert.equal(await store.getToken(ref), undefined);
+        assert.equal(await store.deletedBecause?.(ref), 'REFRESH_REJECTED');
+        // Another user's record, and this user's downstream record, know nothing of it.
+        assert.equal(await store.deletedBecause?.(freshRef()), undefined);
+        assert.equal(await store.deletedBecause?.({ ...ref, downstream: 'api' }), undefined);
+        await time.until(
+          400,
+          async () => (await store.deletedBecause?.(ref)) === undefined,
+          'the cause to expire',
+        );
+      });
+
+      it('forgets why a record was deleted when it is written again or deleted without a cause', async () => {
+        const because = { cause: 'REFRESH_REJECTED', ttlMs: HOUR } as const;
+        const relogin = freshRef();
+        await store.deleteTokenIfGeneration(
+          relogin,
+          await store.putToken(relogin, sampleRecord(), HOUR),
+          because,
+        );
+        const g = await store.putToken(relogin, sampleRecord(), HOUR);
+        assert.equal(await store.deletedBecause?.(relogin), undefined, 'a login clears it');
+        // …and a revoke of that login leaves no cause behind either.
+        await store.deleteTokenIfGeneration(relogin, g, because);
+        await store.putToken(relogin, sampleRecord(), HOUR);
+        assert.equal(await store.deleteToken(relogin), true);
+        assert.equal(await store.deletedBecause?.(relogin), undefined, 'a revoke clears it');
+        const revoked = freshRef();
+        const g2 = await store.putToken(revoked, sampleRecord(), HOUR);
+        assert.equal(await store.deleteTokenIfGeneration(revoked, g2), true);
+        assert.equal(await store.deletedBecause?.(revoked), undefined, 'a delete without a cause sets none');
+      });
+
       it('maps user ids with colons, braces, slashes, emoji and 256 bytes to distinct records', async () => {
         const provider = `p${counter++}`;
         const written = new Map<string, string>();

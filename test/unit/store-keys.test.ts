@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import {
+  causeKey,
   escapeUserId,
   lockKey,
   loginKey,
@@ -24,6 +25,11 @@ describe('store keys', () => {
     assert.equal(lockKey(ref), 'credbroker:v1:{corp/alice@example.com}:lock');
     assert.equal(tombKey(ref), 'credbroker:v1:{corp/alice@example.com}:tomb');
     assert.equal(unlockChannel(ref), 'credbroker:v1:{corp/alice@example.com}:unlock');
+    assert.equal(causeKey(ref), 'credbroker:v1:{corp/alice@example.com}:cause');
+    assert.equal(
+      causeKey({ ...ref, downstream: 'api' }),
+      'credbroker:v1:{corp/alice@example.com}:dcause:api',
+    );
     assert.equal(loginKey('ab12'), 'credbroker:v1:login:ab12');
   });
 
@@ -35,6 +41,7 @@ describe('store keys', () => {
       keys.add(key);
       assert.equal(hashTag(key), subjectTag(ref).slice(1, -1), key);
       assert.equal(hashTag(lockKey(ref)), hashTag(key));
+      assert.equal(hashTag(causeKey(ref)), hashTag(key));
       assert.ok(key.length < 220, `bounded length: ${key.length}`);
     }
     assert.equal(keys.size, TRICKY_USER_IDS.length);
