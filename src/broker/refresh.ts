@@ -228,8 +228,9 @@ async function gone(ctx: RefreshContext, ref: SubjectRef): Promise<BrokerError> 
   let cause: ReauthCause | undefined;
   try {
     cause = await counted(ctx, 'get', ctx.store.deletedBecause?.(ref) ?? Promise.resolve(undefined));
-  } catch {
-    // Only the cause is unknown: the record is gone either way.
+  } catch (err) {
+    // Only the cause is unknown: the record is gone either way, and the caller is told so.
+    log(ctx, ref).warn({ err }, 'reading why the record was deleted failed; answering NO_TOKEN');
   }
   return reauthRequired(cause ?? ReauthCause.NO_TOKEN, ref);
 }

@@ -164,8 +164,8 @@ export interface TokenStore {
   deleteToken(ref: SubjectRef): Promise<boolean>;
   /**
    * Deletes (with tombstone) only if the stored generation is `expectedGeneration`. With
-   * `because`, the store remembers why for `because.ttlMs` (deletedBecause); without it, and on
-   * deleteToken and putToken, whatever it remembered is forgotten.
+   * `because`, the store remembers why for `because.ttlMs` (deletedBecause). A delete without a
+   * cause (here or deleteToken) that deletes a record, and every putToken, forget it.
    */
   deleteTokenIfGeneration(
     ref: SubjectRef,

@@ -14,7 +14,8 @@
  *
  * A downstream token of the user (SubjectRef.downstream set, GetDownstreamToken) has its own
  * record, lock, tombstone and channel under the same hash tag, suffixed with the downstream id:
- *   credbroker:v1:{<provider>/<user>}:dtoken:<downstream>   (and :dlock:, :dtomb:, :dunlock:, :dcause:)
+ *   credbroker:v1:{<provider>/<user>}:dtoken:<downstream>   (and :dlock:, :dtomb:, :dunlock:, and
+ *   :dcause:, which the shared DELETE script clears but nothing sets: downstream deletes give no cause)
  * Downstream ids are configuration ids ([a-z0-9_-]), so they need no escaping. They are not
  * matched by TOKEN_KEY_PATTERN: rotate-keys leaves these short-lived records to re-seal on read.
  *

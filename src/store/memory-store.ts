@@ -129,7 +129,6 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       expiresAt: now() + ttlMs,
     });
     tombs.delete(tombKey(ref));
-    causes.delete(causeKey(ref));
     sweep();
   };
   /** As the Redis store's DELETE: tombstone, and the cause set (or forgotten). */
@@ -177,6 +176,8 @@ export function createMemoryStore(options: MemoryStoreOptions): TokenStore {
       const last = Math.max(live(tokens, tokenKey(ref))?.generation ?? 0, live(tombs, tombKey(ref)) ?? 0);
       // A login starts a login epoch: the generation it is written with.
       write(ref, { ...record, loginEpoch: last + 1 }, last + 1, ttl, last + 1);
+      // As the Redis store's PUT (and only it): a login forgets why the last record was deleted.
+      causes.delete(causeKey(ref));
       return last + 1;
     },
 

@@ -7,7 +7,7 @@ import { Cluster, Redis } from 'ioredis';
 import { isBrokerError } from '../../src/core/errors.js';
 import { loadConfig, type StoreConfig } from '../../src/config/load.js';
 import type { KeyRing } from '../../src/store/key-ring.js';
-import { tokenKey } from '../../src/store/keys.js';
+import { causeKey, tokenKey } from '../../src/store/keys.js';
 import { connectRedis, type RedisClient } from '../../src/store/redis-connection.js';
 import { createRedisStore } from '../../src/store/redis-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
@@ -85,6 +85,9 @@ function rawAccess(client: RedisClient): RawAccess {
       const fields = await client.hgetallBuffer(tokenKey(from));
       await client.hset(tokenKey(to), fields);
       await client.pexpire(tokenKey(to), 60_000);
+    },
+    async setCause(ref, cause, ttlMs) {
+      await client.set(causeKey(ref), cause, 'PX', ttlMs);
     },
   };
 }

@@ -11,6 +11,7 @@ import { createMemoryStore } from '../../src/store/memory-store.js';
 import type { NewTokenRecord, TokenStore } from '../../src/core/token-store.js';
 import { brokerError, callContext, DAY, idpBasics, MIN } from '../helpers/domain-fixtures.js';
 import { createFakeClock, type FakeClock } from '../helpers/fake-clock.js';
+import { captureLogs } from '../helpers/log-capture.js';
 
 const alice: SubjectRef = { provider: 'corp', userId: 'alice' };
 
@@ -80,9 +81,13 @@ describe('Refresh under the per-user lock', () => {
   let idp: FakeIdp;
 
   /** One "replica": its own service (own single-flight) over the shared store. */
-  function replica(lockLeaseMs = 1000, metrics: BrokerMetrics = noopBrokerMetrics): TokenService {
+  function replica(
+    lockLeaseMs = 1000,
+    metrics: BrokerMetrics = noopBrokerMetrics,
+    over: TokenStore = store,
+  ): TokenService {
     return createTokenService({
-      store,
+      store: over,
       idps: { ids: ['corp'], get: () => idp.client },
       storageEnabled: true,
       lockLeaseMs,
@@ -143,6 +148,33 @@ describe('Refresh under the per-user lock', () => {
     // A caller after the fact is told what is true then: nothing is stored.
     const later = await brokerError(clock.run(get(replica(), ctx(clock))));
     assert.equal(later.metadata.cause, 'NO_TOKEN');
+  });
+
+  it('tells a waiting caller NO_TOKEN, and logs why, when the store cannot say why the record went', async () => {
+    idp.delayMs = 50;
+    idp.failure = new IdpError('rejected', 'refresh rejected', { oauthError: 'invalid_grant' });
+    const failing = Object.create(store) as TokenStore;
+    failing.deletedBecause = () => Promise.reject(new Error('connection lost'));
+    const logs = captureLogs();
+    const waiterReplica = createTokenService({
+      store: failing,
+      idps: { ids: ['corp'], get: () => idp.client },
+      storageEnabled: true,
+      lockLeaseMs: 1000,
+      clock,
+      logger: logs.logger,
+    });
+    const leader = brokerError(get(replica(), ctx(clock)));
+    await clock.advance(10);
+    const waiter = brokerError(get(waiterReplica, ctx(clock)));
+    const [led, waited] = await clock.run(Promise.all([leader, waiter]));
+    assert.equal(led.metadata.cause, 'REFRESH_REJECTED');
+    assert.equal(waited.metadata.cause, 'NO_TOKEN');
+    const warning = logs
+      .records()
+      .find((l) => l.msg === 'reading why the record was deleted failed; answering NO_TOKEN');
+    assert.ok(warning, 'logged');
+    assert.equal(warning.level, 'warn');
   });
 
   it('tells a caller waiting on another replica NO_TOKEN when a revoke deleted the record meanwhile', async () => {

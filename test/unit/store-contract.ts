@@ -25,6 +25,11 @@ export interface RawAccess {
   scan(pattern: string): Promise<{ key: string; pttl: number; content: Buffer }[]>;
   /** Copies a user's raw token record to another user's key (keeping its TTL). */
   copyToken(from: SubjectRef, to: SubjectRef): Promise<void>;
+  /**
+   * Sets a user's deletion cause beside whatever is stored, as a replica of an older version
+   * leaves it (its login and revoke do not clear the cause).
+   */
+  setCause(ref: SubjectRef, cause: string, ttlMs: number): Promise<void>;
 }
 
 /** How time passes for the store under test. */
@@ -544,9 +549,12 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
 
     if (raw) {
       describe('raw backend checks', () => {
-        it('sets a TTL on every key it writes: record, tombstone, lock and login state', async () => {
+        it('sets a TTL on every key it writes: record, tombstone, lock, deletion cause and login state', async () => {
           const ref = freshRef(`ttl${counter++}`);
           const other = { ...ref, userId: `${ref.userId}-b` };
+          const rejected = { ...ref, userId: `${ref.userId}-c` };
+          const g = await store.putToken(rejected, sampleRecord(), HOUR);
+          await store.deleteTokenIfGeneration(rejected, g, { cause: 'REFRESH_REJECTED', ttlMs: 60_000 });
           await store.putToken(ref, sampleRecord(), HOUR);
           await store.putToken(other, sampleRecord(), HOUR);
           const owner = await store.acquireLock(other, 5_000);
@@ -558,12 +566,32 @@ export function storeContract(name: string, { setup, teardown, raw }: ContractOp
           const keys = await h.raw!.scan(`credbroker:v1:{${ref.provider}/*`);
           const login = await h.raw!.scan('credbroker:v1:login:*');
           const kinds = keys.map((k) => k.key.slice(k.key.lastIndexOf(':') + 1)).sort();
-          assert.deepEqual(kinds, ['lock', 'token', 'tomb']);
+          assert.deepEqual(kinds, ['cause', 'lock', 'token', 'tomb', 'tomb']);
           for (const k of [...keys, ...login]) assert.ok(k.pttl > 0, `${k.key} has no TTL (${k.pttl})`);
           const token = keys.find((k) => k.key.endsWith(':token'))!;
           assert.ok(token.pttl > HOUR && token.pttl <= 2 * HOUR, `fenced write set PTTL ${token.pttl}`);
           await store.releaseLock(other, owner);
           await store.consumeLoginState(state);
+        });
+
+        it('clears a deletion cause left by an older replica when it deletes without one', async () => {
+          for (const del of [
+            (ref: SubjectRef, g: number) => store.deleteTokenIfGeneration(ref, g),
+            (ref: SubjectRef) => store.deleteToken(ref),
+          ]) {
+            const ref = freshRef();
+            const g = await store.putToken(ref, sampleRecord(), HOUR);
+            await h.raw!.setCause(ref, 'REFRESH_REJECTED', HOUR);
+            assert.equal(await store.deletedBecause?.(ref), 'REFRESH_REJECTED', 'planted');
+            assert.equal(await del(ref, g), true);
+            assert.equal(await store.deletedBecause?.(ref), undefined);
+          }
+        });
+
+        it('reports no cause for a value it does not know', async () => {
+          const ref = freshRef();
+          await h.raw!.setCause(ref, 'SOMETHING_ELSE', HOUR);
+          assert.equal(await store.deletedBecause?.(ref), undefined);
         });
 
         it("fails as UNDECRYPTABLE when a raw record is copied to another user's key", async () => {

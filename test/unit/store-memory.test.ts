@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createMemoryBackend, createMemoryStore } from '../../src/store/memory-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
+import type { SubjectRef } from '../../src/core/errors.js';
+import { causeKey } from '../../src/store/keys.js';
 import { createFakeClock } from '../helpers/fake-clock.js';
 import { contractKeyRing, freshRef, sampleRecord, storeContract, virtualTime } from './store-contract.js';
 
@@ -22,6 +24,24 @@ storeContract('memory', {
 });
 
 describe('memory store', () => {
+  it('clears a deletion cause left beside a record when it deletes without one (as Redis DELETE)', async () => {
+    const backend = createMemoryBackend();
+    const s = createMemoryStore({ keyRing: contractKeyRing, backend });
+    for (const del of [
+      (ref: SubjectRef, g: number) => s.deleteTokenIfGeneration(ref, g),
+      (ref: SubjectRef) => s.deleteToken(ref),
+    ]) {
+      const ref = freshRef();
+      const g = await s.putToken(ref, sampleRecord(), 60_000);
+      // As a replica of an older version leaves it (its login and revoke do not clear it).
+      backend.causes.set(causeKey(ref), { value: 'REFRESH_REJECTED', expiresAt: Date.now() + 60_000 });
+      assert.equal(await s.deletedBecause?.(ref), 'REFRESH_REJECTED', 'planted');
+      assert.equal(await del(ref, g), true);
+      assert.equal(await s.deletedBecause?.(ref), undefined);
+    }
+    await s.close();
+  });
+
   it('evaluates TTLs and leases against the injected clock', async () => {
     const clock = createFakeClock(1_000_000);
     const s = createMemoryStore({ keyRing: contractKeyRing, clock });
