@@ -197,10 +197,9 @@ describe('GetValidSubjectToken across broker processes (real Redis, real OpenID 
     });
   });
 
-  it('answers REFRESH_REJECTED and deletes the record when the grant was revoked at the provider', async () => {
-    await loginThrough(a.client, { userId: 'revoked-at-idp' });
-    const stored = await record('revoked-at-idp');
-    // RFC 7009 revocation at the provider, as an admin or the user would do it there.
+  /** RFC 7009 revocation of a user's stored refresh token at the provider, as an admin or the user would do it there. */
+  const revokeAtProvider = async (userId: string) => {
+    const stored = await record(userId);
     const revoked = await fetch(provider.endpoints.revocation, {
       method: 'POST',
       headers: {
@@ -213,6 +212,11 @@ describe('GetValidSubjectToken across broker processes (real Redis, real OpenID 
       }).toString(),
     });
     assert.equal(revoked.status, 200);
+  };
+
+  it('answers REFRESH_REJECTED and deletes the record when the grant was revoked at the provider', async () => {
+    await loginThrough(a.client, { userId: 'revoked-at-idp' });
+    await revokeAtProvider('revoked-at-idp');
     const err = await getError(b, 'revoked-at-idp');
     assert.equal(err.code, status.FAILED_PRECONDITION);
     assert.deepEqual(err.errorInfo.metadata, {
@@ -222,6 +226,30 @@ describe('GetValidSubjectToken across broker processes (real Redis, real OpenID 
     });
     assert.equal(await record('revoked-at-idp'), undefined);
     assert.equal((await getError(a, 'revoked-at-idp')).errorInfo.metadata.cause, 'NO_TOKEN');
+  });
+
+  it('answers REFRESH_REJECTED also to a caller that waited for the rejected refresh on the other replica', async () => {
+    await loginThrough(a.client, { userId: 'rejected-waiter' });
+    await revokeAtProvider('rejected-waiter');
+    const asked = provider.tokenRequestsReceived();
+    provider.setTokenDelay(1000);
+    try {
+      const leader = getError(a, 'rejected-waiter');
+      // Wait until a's refresh holds the lock (its IdP call is then held up at the provider)…
+      const lock = lockKey({ provider: 'corp', userId: 'rejected-waiter' });
+      for (let i = 0; i < 100 && (await raw.exists(lock)) === 0; i++) await sleep(20);
+      assert.equal(await raw.exists(lock), 1, 'the refresh took the lock');
+      // …then b's caller finds the lock held and waits for it.
+      const waiter = getError(b, 'rejected-waiter');
+      const [led, waited] = await Promise.all([leader, waiter]);
+      assert.equal(led.errorInfo.metadata.cause, 'REFRESH_REJECTED');
+      assert.equal(waited.errorInfo.reason, 'REAUTH_REQUIRED');
+      assert.equal(waited.errorInfo.metadata.cause, 'REFRESH_REJECTED', 'not NO_TOKEN');
+    } finally {
+      provider.setTokenDelay(0);
+    }
+    assert.equal(await record('rejected-waiter'), undefined);
+    assert.equal(provider.tokenRequestsReceived(), asked + 1, 'one refresh, asked by a; b waited for it');
   });
 
   it('answers UNDECRYPTABLE for a record tampered with in Redis', async () => {
