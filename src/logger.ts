@@ -149,14 +149,20 @@ export interface LineTarget {
   write(lines: string): unknown;
 }
 
+/** What a deferred line (BatchedStdout.defer) counts for against STDOUT_FLUSH_CHARS: a call line is ≈ 400. */
+const DEFERRED_LINE_CHARS = 512;
+
 /**
  * Standard output for every logger of the process: lines are collected and written with one
  * synchronous write when the batch is STDOUT_FLUSH_MS old or STDOUT_FLUSH_CHARS long, whichever
  * comes first, and on exit. A call writes two lines (call, audit); pino's default destination
  * handed nearly every line to the libuv thread pool as its own fs.write, and one synchronous
  * write per event-loop turn was still a write system call for every one or two calls at load
- * (docs/PERFORMANCE.md). A line is never left in a thread-pool queue, and one destination for
- * all loggers keeps their lines in order. Lines still pending are written on 'exit'
+ * (docs/PERFORMANCE.md). The fixed-shape lines of LineWriter (the call line, the audit entry)
+ * are kept as their values and formatted together when the batch is written: formatting a line
+ * between two calls' gRPC work cost ≈ 2 µs more per call than formatting the batch's lines in
+ * one go (docs/PERFORMANCE.md, seventh pass). A line is never left in a thread-pool queue, and
+ * one destination for all loggers keeps their lines in order. Lines still pending are written on 'exit'
  * (process.exit, an uncaught exception, the end of the event loop) and before a second SIGTERM
  * ends the process (src/main.ts); a process killed by a signal it does not handle — SIGKILL, or
  * SIGTERM before src/main.ts has installed its handlers — loses at most the last
@@ -166,15 +172,35 @@ export interface LineTarget {
  * throws into the code that logs (a call would be left unanswered).
  */
 export class BatchedStdout implements DestinationStream {
-  private pending = '';
+  /**
+   * The batch, in order: a line as a string, or a deferred line as three entries — its
+   * LineWriter, its time field and its values (one array, not an object per line).
+   */
+  private readonly items: unknown[] = [];
+  /** Characters in the batch (a deferred line counted as DEFERRED_LINE_CHARS). */
+  private size = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
   private failed = false;
 
   constructor(private readonly target: LineTarget) {}
 
   write(line: string): void {
-    this.pending += line;
-    if (this.pending.length >= STDOUT_FLUSH_CHARS) this.drain();
+    this.items.push(line);
+    this.grew(line.length);
+  }
+
+  /**
+   * A LineWriter's line, formatted when the batch is written: `time` is its time field, taken
+   * now; `values` are never changed afterwards (LineWriter.write).
+   */
+  defer(writer: LineWriter, time: string, values: readonly FieldValue[]): void {
+    this.items.push(writer, time, values);
+    this.grew(DEFERRED_LINE_CHARS);
+  }
+
+  private grew(chars: number): void {
+    this.size += chars;
+    if (this.size >= STDOUT_FLUSH_CHARS) this.drain();
     else if (this.timer === undefined) {
       this.timer = setTimeout(this.drain, STDOUT_FLUSH_MS);
       // Pending lines never keep the process alive: exit writes them.
@@ -188,13 +214,26 @@ export class BatchedStdout implements DestinationStream {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    const lines = this.pending;
-    if (lines === '') return;
-    this.pending = '';
+    const { items } = this;
+    if (items.length === 0) return;
+    let lines = '';
     try {
+      for (let i = 0; i < items.length;) {
+        const item = items[i];
+        if (typeof item === 'string') {
+          lines += item;
+          i += 1;
+        } else {
+          lines += (item as LineWriter).format(items[i + 1] as string, items[i + 2] as readonly FieldValue[]);
+          i += 3;
+        }
+      }
       this.target.write(lines);
     } catch (err) {
       this.reportFailure(err);
+    } finally {
+      items.length = 0;
+      this.size = 0;
     }
   };
 
@@ -325,6 +364,9 @@ const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 type PinoInternals = Record<symbol, unknown>;
 
+/** A field value of a fixed-shape line (LineWriter): undefined is omitted, as pino omits it. */
+export type FieldValue = string | number | undefined;
+
 /**
  * Writes one info line of a fixed shape — the call line, the audit entry — byte for byte as the
  * logger's `info(fields, msg)` would (level, time, bindings, fields in the order given, message),
@@ -332,13 +374,21 @@ type PinoInternals = Record<symbol, unknown>;
  * carry no secret: none is in SECRET_KEYS and every value is a name, id, hash, code or number),
  * a key lookup in the serializers and redaction stringifiers per field, and the key escaping.
  * Those were ≈ 6 µs of the hot path's CPU per call plus the garbage (docs/PERFORMANCE.md).
- * The line goes to the logger's own stream, so lines stay in order with the logger's others.
+ * The line goes to the logger's own stream, so lines stay in order with the logger's others; on
+ * the process's stdout (BatchedStdout) it is formatted when its batch is written.
  */
 export class LineWriter {
+  /** The logger's stream when it is the process's stdout batch, which formats lines itself. */
+  private readonly batched: BatchedStdout | undefined;
+
   private constructor(
     private readonly logger: Logger,
     private readonly msg: string,
-  ) {}
+    private readonly keys: readonly string[],
+  ) {
+    const stream = (logger as unknown as PinoInternals)[streamSym];
+    this.batched = stream instanceof BatchedStdout ? stream : undefined;
+  }
 
   /**
    * A writer for `logger`'s info lines with message `msg` and the fields `keys`, or undefined
@@ -369,7 +419,7 @@ export class LineWriter {
       (formatters?.log === undefined || formatters.log === censorLog) &&
       stringifiers[wildcardFirstSym] === undefined &&
       keys.every((k) => serializers[k] === undefined && stringifiers[k] === undefined && !SECRET.has(k));
-    return plain ? new LineWriter(logger, `,"msg":${JSON.stringify(msg)}`) : undefined;
+    return plain ? new LineWriter(logger, `,"msg":${JSON.stringify(msg)}`, [...keys]) : undefined;
   }
 
   /** Whether the logger writes info lines now (its level may change at run time). */
@@ -377,17 +427,31 @@ export class LineWriter {
     return this.logger.levelVal <= INFO;
   }
 
-  /** Writes the line; `fields` is a concatenation of jsonField results, in output order. */
-  write(fields: string): void {
+  /**
+   * Writes the line with `values` for the writer's keys, in their order; the caller does not
+   * change `values` afterwards (a batched line is formatted later, with the time taken now).
+   */
+  write(values: readonly FieldValue[]): void {
     const l = this.logger as unknown as PinoInternals;
-    const line =
+    const time = (l[timeSym] as () => string)();
+    if (this.batched !== undefined) this.batched.defer(this, time, values);
+    else (l[streamSym] as DestinationStream).write(this.format(time, values));
+  }
+
+  /** The line for `values` with the time field `time`, as pino's `info(fields, msg)` writes it. */
+  format(time: string, values: readonly FieldValue[]): string {
+    const l = this.logger as unknown as PinoInternals;
+    const { keys } = this;
+    let fields = '';
+    for (let i = 0; i < keys.length; i++) fields += jsonField(keys[i]!, values[i]);
+    return (
       (l[lsCacheSym] as Record<number, string>)[INFO]! +
-      (l[timeSym] as () => string)() +
+      time +
       (l[chindingsSym] as string) +
       fields +
       this.msg +
-      (l[endSym] as string);
-    (l[streamSym] as DestinationStream).write(line);
+      (l[endSym] as string)
+    );
   }
 }
 

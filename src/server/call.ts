@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { CallContext } from '../broker/api.js';
 import { BrokerError, invalidRequest } from '../core/errors.js';
-import { hashUserId, jsonField, LineWriter, type Logger } from '../logger.js';
+import { hashUserId, LineWriter, type Logger } from '../logger.js';
 import { toServiceError } from './errors.js';
 
 /** What the call wrapper reports when a call ends (metrics and audit subscribe to this). */
@@ -333,17 +333,18 @@ class UnaryCall<Req, Res, Input extends Subject> implements CallContext {
     const { callLine } = handler;
     if (internalErr === undefined && callLine !== undefined) {
       if (callLine.enabled)
-        callLine.write(
-          jsonField('requestId', requestId) +
-            jsonField('status', status[code]) +
-            jsonField('durationMs', durationMs) +
-            jsonField('provider', subject.provider) +
-            jsonField('user', user) +
-            jsonField('downstream', subject.downstream) +
-            jsonField('caller', caller) +
-            jsonField('reason', err?.reason) +
-            jsonField('cause', err?.metadata.cause),
-        );
+        // In CALL_LINE_KEYS order.
+        callLine.write([
+          requestId,
+          status[code],
+          durationMs,
+          subject.provider,
+          user,
+          subject.downstream,
+          caller,
+          err?.reason,
+          err?.metadata.cause,
+        ]);
     } else {
       const line = {
         requestId,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { createLogger, jsonField, LineWriter, type Logger } from '../../src/logger.js';
+import { BatchedStdout, createLogger, jsonField, LineWriter, type Logger } from '../../src/logger.js';
 
 /** A logger whose raw output (not split, not parsed) is kept, to compare bytes. */
 function rawLogger(level = 'info'): { logger: Logger; out: string[] } {
@@ -48,7 +48,7 @@ describe('LineWriter (fixed-shape log lines)', () => {
     ];
     for (const fields of samples) {
       child.info(fields, 'call');
-      writer.write(KEYS.map((k) => jsonField(k, fields[k])).join(''));
+      writer.write(KEYS.map((k) => fields[k]));
     }
     assert.equal(out.length, samples.length * 2);
     for (let i = 0; i < samples.length; i++) {
@@ -57,6 +57,44 @@ describe('LineWriter (fixed-shape log lines)', () => {
       assert.equal(fixed, viaPino);
       assert.deepEqual(JSON.parse(fixed), JSON.parse(viaPino));
     }
+  });
+
+  it('on the stdout batch, formats lines when the batch is written: same bytes, same order, the time of the write', () => {
+    const batches: string[] = [];
+    const stdout = new BatchedStdout({ write: (lines: string) => batches.push(lines) });
+    const logger = createLogger({ destination: stdout }).child({ rpc: 'GetValidSubjectToken' });
+    const writer = LineWriter.for(logger, 'call', KEYS)!;
+    const fields = {
+      requestId: 'r-1',
+      status: 'OK',
+      durationMs: 0.5,
+      user: 'ab"12',
+      caller: 'ünï',
+      cause: undefined,
+    };
+    const values = KEYS.map((k) => fields[k]);
+    const before = Date.now();
+    writer.write(values);
+    const after = Date.now();
+    // Later, in another millisecond: a line through pino, then the writer's line again.
+    while (Date.now() < after + 3) {
+      // busy: no timer runs, so nothing is written meanwhile
+    }
+    logger.info(fields, 'call');
+    writer.write(values);
+    assert.equal(batches.length, 0, 'nothing written before the batch is');
+    stdout.drain();
+    assert.equal(batches.length, 1);
+    const lines = batches[0]!.split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, 3);
+    assert.equal(withoutTime(lines[0]!), withoutTime(lines[1]!), 'the bytes pino writes');
+    assert.equal(lines[2], `${lines[0]!.replace(/,"time":"[^"]*"/, lines[1]!.match(/,"time":"[^"]*"/)![0])}`);
+    const first = Date.parse((JSON.parse(lines[0]!) as { time: string }).time);
+    assert.ok(
+      first >= before && first <= after,
+      'the first line has the time it was written, not the time of the batch',
+    );
+    assert.ok(Date.parse((JSON.parse(lines[2]!) as { time: string }).time) > after);
   });
 
   it('escapes a lone surrogate (pino writes it raw, which is not valid UTF-8)', () => {

@@ -10,7 +10,7 @@
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import type { AuditEntry, AuditEventName, AuditLog } from '../../broker/audit.js';
-import { createLogger, hashUserId, jsonField, LineWriter, type Logger } from '../../logger.js';
+import { createLogger, hashUserId, LineWriter, type Logger } from '../../logger.js';
 import type { CallObserver } from '../call.js';
 
 export const AUDIT_LOGGER_NAME = 'audit';
@@ -74,17 +74,8 @@ class LoggerAuditLog implements AuditLog {
           'audit',
         );
       } else if (line.enabled) {
-        line.write(
-          jsonField('event', event) +
-            jsonField('outcome', outcome) +
-            jsonField('caller', caller) +
-            jsonField('rpc', rpc) +
-            jsonField('user', user) +
-            jsonField('provider', provider) +
-            jsonField('cause', cause) +
-            jsonField('requestId', requestId) +
-            jsonField('downstream', downstream),
-        );
+        // In AUDIT_KEYS order.
+        line.write([event, outcome, caller, rpc, user, provider, cause, requestId, downstream]);
       }
     } catch (err) {
       this.logger.error({ err }, 'writing an audit event failed');
