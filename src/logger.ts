@@ -141,7 +141,7 @@ export function isoTime(): string {
 
 /** A line waits at most this long in the stdout batch (ms)… */
 export const STDOUT_FLUSH_MS = 5;
-/** …or until the batch holds this many characters. */
+/** …or until the batch holds this many characters (a deferred line counted as DEFERRED_LINE_CHARS). */
 export const STDOUT_FLUSH_CHARS = 64 * 1024;
 
 /** Where BatchedStdout hands its batches (pino's synchronous destination on fd 1). */
@@ -154,8 +154,8 @@ const DEFERRED_LINE_CHARS = 512;
 
 /**
  * Standard output for every logger of the process: lines are collected and written with one
- * synchronous write when the batch is STDOUT_FLUSH_MS old or STDOUT_FLUSH_CHARS long, whichever
- * comes first, and on exit. A call writes two lines (call, audit); pino's default destination
+ * synchronous write when the batch is STDOUT_FLUSH_MS old or about STDOUT_FLUSH_CHARS long,
+ * whichever comes first, and on exit. A call writes two lines (call, audit); pino's default destination
  * handed nearly every line to the libuv thread pool as its own fs.write, and one synchronous
  * write per event-loop turn was still a write system call for every one or two calls at load
  * (docs/PERFORMANCE.md). The fixed-shape lines of LineWriter (the call line, the audit entry)
@@ -168,19 +168,21 @@ const DEFERRED_LINE_CHARS = 512;
  * SIGTERM before src/main.ts has installed its handlers — loses at most the last
  * STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
  * pipe blocks the process rather than letting it buffer without bound. A failing write (EIO,
- * ENOSPC, a closed descriptor) drops that batch and is reported once on stderr: logging never
- * throws into the code that logs (a call would be left unanswered).
+ * ENOSPC, a closed descriptor) drops that batch, and a line that cannot be formatted drops that
+ * line; each is reported once on stderr: logging never throws into the code that logs (a call
+ * would be left unanswered).
  */
 export class BatchedStdout implements DestinationStream {
   /**
    * The batch, in order: a line as a string, or a deferred line as three entries — its
    * LineWriter, its time field and its values (one array, not an object per line).
    */
-  private readonly items: unknown[] = [];
+  private items: unknown[] = [];
   /** Characters in the batch (a deferred line counted as DEFERRED_LINE_CHARS). */
   private size = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
   private failed = false;
+  private formatFailed = false;
 
   constructor(private readonly target: LineTarget) {}
 
@@ -216,26 +218,38 @@ export class BatchedStdout implements DestinationStream {
     }
     const { items } = this;
     if (items.length === 0) return;
+    // A new batch before anything runs: a line logged meanwhile (by the target) joins it.
+    this.items = [];
+    this.size = 0;
     let lines = '';
-    try {
-      for (let i = 0; i < items.length;) {
-        const item = items[i];
-        if (typeof item === 'string') {
-          lines += item;
-          i += 1;
-        } else {
-          lines += (item as LineWriter).format(items[i + 1] as string, items[i + 2] as readonly FieldValue[]);
-          i += 3;
+    for (let i = 0; i < items.length;) {
+      const item = items[i];
+      if (item instanceof LineWriter) {
+        try {
+          lines += item.format(items[i + 1] as string, items[i + 2] as readonly FieldValue[]);
+        } catch (err) {
+          // Not expected (the values are strings and numbers): that line only is lost.
+          this.reportFormatFailure(err);
         }
+        i += 3;
+      } else {
+        lines += String(item);
+        i += 1;
       }
+    }
+    try {
       this.target.write(lines);
     } catch (err) {
       this.reportFailure(err);
-    } finally {
-      items.length = 0;
-      this.size = 0;
     }
   };
+
+  /** Reports the first line that could not be formatted on stderr. */
+  private reportFormatFailure(err: unknown): void {
+    if (this.formatFailed) return;
+    this.formatFailed = true;
+    process.stderr.write(`credbroker: formatting a log line failed (${String(err)}); such lines are lost\n`);
+  }
 
   /** Reports the first failed write on stderr (the only place left to say it). */
   reportFailure(err: unknown): void {

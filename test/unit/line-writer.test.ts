@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { BatchedStdout, createLogger, jsonField, LineWriter, type Logger } from '../../src/logger.js';
+import {
+  BatchedStdout,
+  createLogger,
+  jsonField,
+  LineWriter,
+  STDOUT_FLUSH_CHARS,
+  type Logger,
+} from '../../src/logger.js';
 
 /** A logger whose raw output (not split, not parsed) is kept, to compare bytes. */
 function rawLogger(level = 'info'): { logger: Logger; out: string[] } {
@@ -88,13 +95,79 @@ describe('LineWriter (fixed-shape log lines)', () => {
     const lines = batches[0]!.split('\n').filter((l) => l !== '');
     assert.equal(lines.length, 3);
     assert.equal(withoutTime(lines[0]!), withoutTime(lines[1]!), 'the bytes pino writes');
-    assert.equal(lines[2], `${lines[0]!.replace(/,"time":"[^"]*"/, lines[1]!.match(/,"time":"[^"]*"/)![0])}`);
+    assert.equal(withoutTime(lines[2]!), withoutTime(lines[0]!));
     const first = Date.parse((JSON.parse(lines[0]!) as { time: string }).time);
     assert.ok(
       first >= before && first <= after,
       'the first line has the time it was written, not the time of the batch',
     );
     assert.ok(Date.parse((JSON.parse(lines[2]!) as { time: string }).time) > after);
+  });
+
+  it('on the stdout batch, keeps the order of the call and audit loggers sharing it, and writes at the size bound', () => {
+    const batches: string[] = [];
+    const stdout = new BatchedStdout({ write: (lines: string) => batches.push(lines) });
+    const calls = createLogger({ destination: stdout }).child({ rpc: 'GetValidSubjectToken' });
+    const audit = createLogger({ destination: stdout, name: 'audit' });
+    const callLine = LineWriter.for(calls, 'call', ['requestId'])!;
+    const auditLine = LineWriter.for(audit, 'audit', ['event', 'requestId'])!;
+    // Enough lines to pass the size bound twice, before any timer could run.
+    const n = Math.ceil((2.5 * STDOUT_FLUSH_CHARS) / (2 * 512));
+    for (let i = 0; i < n; i++) {
+      callLine.write([`r-${i}`]);
+      auditLine.write(['token_release', `r-${i}`]);
+      calls.warn({ requestId: `r-${i}` }, 'through pino');
+    }
+    assert.equal(batches.length, 2, 'written at the size bound');
+    stdout.drain();
+    const lines = batches
+      .join('')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 3 * n);
+    for (let i = 0; i < n; i++) {
+      assert.deepEqual(
+        lines.slice(3 * i, 3 * i + 3).map((l) => [l.name, l.msg, l.requestId]),
+        [
+          ['credbroker', 'call', `r-${i}`],
+          ['audit', 'audit', `r-${i}`],
+          ['credbroker', 'through pino', `r-${i}`],
+        ],
+      );
+    }
+  });
+
+  it('loses only a line that cannot be formatted, says so once on stderr, and never throws', () => {
+    const batches: string[] = [];
+    const stdout = new BatchedStdout({ write: (lines: string) => batches.push(lines) });
+    const writer = LineWriter.for(createLogger({ destination: stdout }), 'call', ['requestId'])!;
+    const unprintable = {
+      toString() {
+        throw new Error('no');
+      },
+    } as unknown as string;
+    const reported: string[] = [];
+    const original = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) =>
+      reported.push(String(chunk)) > 0) as typeof process.stderr.write;
+    try {
+      writer.write(['before']);
+      writer.write([unprintable]);
+      writer.write([unprintable]);
+      writer.write(['after']);
+      stdout.drain();
+    } finally {
+      process.stderr.write = original;
+    }
+    const ids = batches
+      .join('')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => (JSON.parse(l) as { requestId: string }).requestId);
+    assert.deepEqual(ids, ['before', 'after']);
+    assert.equal(reported.length, 1);
+    assert.match(reported[0]!, /formatting a log line failed/);
   });
 
   it('escapes a lone surrogate (pino writes it raw, which is not valid UTF-8)', () => {
