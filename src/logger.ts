@@ -149,24 +149,24 @@ export interface LineTarget {
   write(lines: string): unknown;
 }
 
-/** What a deferred line (BatchedStdout.defer) counts for against STDOUT_FLUSH_CHARS: a call line is ≈ 400. */
+/** What a deferred line (BatchedStdout.defer) counts for against STDOUT_FLUSH_CHARS (a call line: ≈ 400). */
 const DEFERRED_LINE_CHARS = 512;
 
 /**
  * Standard output for every logger of the process: lines are collected and written with one
  * synchronous write when the batch is STDOUT_FLUSH_MS old or about STDOUT_FLUSH_CHARS long,
- * whichever comes first, and on exit. A call writes two lines (call, audit); pino's default destination
- * handed nearly every line to the libuv thread pool as its own fs.write, and one synchronous
- * write per event-loop turn was still a write system call for every one or two calls at load
- * (docs/PERFORMANCE.md). The fixed-shape lines of LineWriter (the call line, the audit entry)
- * are kept as their values and formatted together when the batch is written: formatting a line
- * between two calls' gRPC work cost ≈ 2 µs more per call than formatting the batch's lines in
- * one go (docs/PERFORMANCE.md, seventh pass). A line is never left in a thread-pool queue, and
- * one destination for all loggers keeps their lines in order. Lines still pending are written on 'exit'
- * (process.exit, an uncaught exception, the end of the event loop) and before a second SIGTERM
- * ends the process (src/main.ts); a process killed by a signal it does not handle — SIGKILL, or
- * SIGTERM before src/main.ts has installed its handlers — loses at most the last
- * STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
+ * whichever comes first, and on exit. A call writes two lines (call, audit); pino's default
+ * destination handed nearly every line to the libuv thread pool as its own fs.write, and one
+ * synchronous write per event-loop turn was still a write system call for every one or two calls
+ * at load (docs/PERFORMANCE.md). The fixed-shape lines of LineWriter (the call line, the audit
+ * entry) are kept as their values and formatted together when the batch is written: formatting
+ * a line between two calls' gRPC work cost ≈ 2 µs more per call than formatting the batch's
+ * lines in one go (docs/PERFORMANCE.md, seventh pass). A line is never left in a thread-pool
+ * queue, and one destination for all loggers keeps their lines in order. Lines still pending
+ * are written on 'exit' (process.exit, an uncaught exception, the end of the event loop) and
+ * before a second SIGTERM ends the process (src/main.ts); a process killed by a signal it does
+ * not handle — SIGKILL, or SIGTERM before src/main.ts has installed its handlers — loses at most
+ * the last STDOUT_FLUSH_MS of lines. Like any synchronous logger, a stalled reader of a full
  * pipe blocks the process rather than letting it buffer without bound. A failing write (EIO,
  * ENOSPC, a closed descriptor) drops that batch, and a line that cannot be formatted drops that
  * line; each is reported once on stderr: logging never throws into the code that logs (a call
