@@ -349,7 +349,7 @@ const INFO = 30;
  * One field of a fixed-shape line (LineWriter): `,"key":<JSON value>`, or '' for undefined, which
  * pino omits too. `key` is a literal of the caller's; string values go through JSON.stringify.
  */
-export function jsonField(key: string, value: string | number | undefined): string {
+export function jsonField(key: string, value: FieldValue): string {
   if (value === undefined) return '';
   const prefix = fieldPrefix(key);
   if (typeof value === 'number') return prefix.bare + (Number.isFinite(value) ? value : 'null');

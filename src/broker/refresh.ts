@@ -36,7 +36,7 @@ export const DEFAULT_IDP_RETRY_MS = 1000;
  * How long, in lock leases, the store remembers that a rejected refresh deleted a record: a
  * caller waiting for that refresh re-reads within a poll interval (a quarter lease) of its release.
  */
-export const REJECTED_CAUSE_TTL_LEASES = 2;
+const REJECTED_CAUSE_TTL_LEASES = 2;
 
 /** The token part of a record: what a caller is handed. */
 export type ServedToken = Pick<
